@@ -1,0 +1,211 @@
+"""The weight-sharing supernet ``f(x; theta, z)`` of a :class:`SearchSpace`.
+
+Every edge ``e`` of a cell computes the mixed op ``sum_k z[e, k] * op_k(h)`` (DARTS' MixedOp),
+with ``z = {"normal": Tensor[E, K], "reduce": Tensor[E, K]}`` any simplex (or non-negative)
+weights: relaxed one-hot samples, softmax probabilities, or hard one-hot samples. An op whose
+weight is exactly zero on an edge is not computed at all, so hard samples only run the selected
+op per edge (GDAS-style) and the output is identical to computing it times zero. Pass
+``skip_zero=False`` where data-dependent control flow is unwanted (CUDA-graph capture).
+
+The supernet knows nothing of Pyro. A Pyro site owns its weights through :class:`ParamSpec`:
+``theta`` is one flat vector and :func:`functional_forward` runs the net with it.
+
+Usage::
+
+    space = SearchSpace.preset("cpu")
+    net = SuperNet(space)
+    spec = ParamSpec.from_module(net)
+    theta = spec.flatten(dict(net.named_parameters()))         # [P]
+    z = uniform_z(space)
+    logits = functional_forward(net, spec, theta, x, z)      # == net(x, z)
+
+Reference: Liu et al., "DARTS", ICLR 2019 (model_search.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from pyro_base.ops import POOL_OPS, FactorizedReduce, ReLUConvBN, make_op
+from pyro_base.search_space import CELL_TYPES, SearchSpace
+
+
+class MixedOp(nn.Module):
+    """All ops of the space on one edge; ``forward(h, w, active)`` sums ``w[k] * op_k(h)``."""
+
+    def __init__(self, ops: tuple[str, ...], C: int, stride: int, track: bool) -> None:
+        super().__init__()
+        layers = []
+        for name in ops:
+            op = make_op(name, C=C, stride=stride, affine=False, track=track)
+            if name in POOL_OPS:  # DARTS adds a BN after pooling in search
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False, track_running_stats=track))
+            layers.append(op)
+        self.ops = nn.ModuleList(layers)
+
+    def forward(self, h: torch.Tensor, w: torch.Tensor, active: list[int] | None) -> torch.Tensor:
+        ks = range(len(self.ops)) if active is None else active
+        return sum(w[k] * self.ops[k](h) for k in ks)  # type: ignore[return-value]
+
+
+class SearchCell(nn.Module):
+    def __init__(self, space: SearchSpace, C_pp: int, C_p: int, C: int, reduction: bool,
+                 reduction_prev: bool) -> None:
+        super().__init__()
+        track = space.track_running_stats
+        self.reduction = reduction
+        self.nodes = space.nodes
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=False, track=track)
+        else:
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False, track=track)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False, track=track)
+        self.edges = nn.ModuleList(
+            MixedOp(space.ops, C, 2 if reduction and j < 2 else 1, track)
+            for _, j in space.edges()
+        )
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, z: torch.Tensor,
+                active: list[list[int]] | None) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for i in range(self.nodes):
+            terms = []
+            for j in range(i + 2):
+                act = None if active is None else active[e]
+                if act is None or act:
+                    terms.append(self.edges[e](states[j], z[e], act))
+                e += 1
+            if terms:
+                states.append(sum(terms))  # type: ignore[arg-type]
+            else:  # every edge into this node is exactly zero
+                states.append(_zeros_like_node(states, self.reduction))
+        return torch.cat(states[2:], dim=1)
+
+
+def _zeros_like_node(states: list[torch.Tensor], reduction: bool) -> torch.Tensor:
+    ref = states[0]
+    if reduction:
+        h, w = (ref.shape[-2] + 1) // 2, (ref.shape[-1] + 1) // 2
+        return ref.new_zeros(ref.shape[0], ref.shape[1], h, w)
+    return torch.zeros_like(ref)
+
+
+class SuperNet(nn.Module):
+    """The DARTS search network for ``space``: ``forward(x, z) -> logits [B, n_classes]``."""
+
+    def __init__(self, space: SearchSpace, *, skip_zero: bool = True) -> None:
+        super().__init__()
+        self.space = space
+        self.skip_zero = skip_zero
+        C = space.channels
+        C_curr = space.stem_multiplier * C
+        k = space.stem_kernel
+        self.stem = nn.Sequential(
+            nn.Conv2d(space.in_channels, C_curr, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(C_curr, track_running_stats=space.track_running_stats),
+        )
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        cells, reduction_prev = [], False
+        for i in range(space.cells):
+            reduction = i in space.reductions  # type: ignore[operator]
+            if reduction:
+                C_curr *= 2
+            cells.append(SearchCell(space, C_pp, C_p, C_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, space.nodes * C_curr
+        self.cells = nn.ModuleList(cells)
+        self.classifier = nn.Linear(C_p, space.n_classes)
+
+    def check_z(self, z: Mapping[str, torch.Tensor]) -> None:
+        """Raise a ValueError unless ``z`` has an [E, K] tensor for every cell type used."""
+        for cell in self.space.cell_types:
+            if cell not in z:
+                raise ValueError(f"z is missing cell type {cell!r}; expected keys "
+                                 f"{list(self.space.cell_types)}")
+            if tuple(z[cell].shape) != self.space.z_shape:
+                raise ValueError(f"z[{cell!r}] must have shape {self.space.z_shape} "
+                                 f"(edges, ops), got {tuple(z[cell].shape)}")
+
+    def active_ops(self, z: Mapping[str, torch.Tensor]) -> dict[str, list[list[int]]] | None:
+        """Per cell type and edge, the indices of ops with non-zero weight (one host sync)."""
+        if not self.skip_zero:
+            return None
+        out = {}
+        for cell in self.space.cell_types:
+            nz = (z[cell].detach() != 0).cpu().tolist()
+            out[cell] = [[k for k, on in enumerate(row) if on] for row in nz]
+        return out
+
+    def forward(self, x: torch.Tensor, z: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self.check_z(z)
+        if x.ndim != 4 or x.shape[1] != self.space.in_channels:
+            raise ValueError(f"x must be [B, {self.space.in_channels}, H, W], got "
+                             f"{tuple(x.shape)}")
+        active = self.active_ops(z)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            kind = CELL_TYPES[1] if cell.reduction else CELL_TYPES[0]
+            s0, s1 = s1, cell(s0, s1, z[kind], None if active is None else active[kind])
+        out = nn.functional.adaptive_avg_pool2d(s1, 1).flatten(1)
+        return self.classifier(out)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Names, shapes and offsets of a module's parameters inside one flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> ParamSpec:
+        named = list(module.named_parameters())
+        return cls(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+
+    @property
+    def numels(self) -> tuple[int, ...]:
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def size(self) -> int:
+        return sum(self.numels)
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise ValueError(f"parameters missing from the mapping: {missing[:5]}")
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        if theta.shape[-1] != self.size:
+            raise ValueError(f"theta must have {self.size} entries, got {theta.shape[-1]}")
+        chunks = torch.split(theta, self.numels, dim=-1)
+        return {n: c.reshape(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
+    def layer_slices(self) -> dict[str, slice]:
+        """Offsets of each parameter tensor in theta (for per-layer summaries)."""
+        out, start = {}, 0
+        for n, k in zip(self.names, self.numels, strict=True):
+            out[n] = slice(start, start + k)
+            start += k
+        return out
+
+
+def functional_forward(net: SuperNet, spec: ParamSpec, theta: torch.Tensor, x: torch.Tensor,
+                       z: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``net(x, z)`` with the weights taken from the flat vector ``theta``."""
+    return functional_call(net, spec.unflatten(theta), (x, z))
+
+
+def uniform_z(space: SearchSpace, *, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Uniform op weights ``1/K`` on every edge of every cell type."""
+    return {c: torch.full(space.z_shape, 1.0 / space.n_ops, device=device, dtype=dtype)
+            for c in space.cell_types}
