@@ -1,0 +1,302 @@
+"""Meta-training ``W`` across tasks: Algorithm 1 of BASE (Reptile-style) and a MAML variant.
+
+``mode="reptile"`` (Algorithm 1 of the poster, first order)::
+
+    for each meta-step e:  sample C tasks; for each, phi_c^T, psi_c^T = guide.adapt(D_c)
+        W <- W + lambda_e * mean_c([phi_c^T, psi_c^T] - W)
+
+implemented as ``W.grad = W - mean_c(adapted_c)`` followed by ``meta_optimizer.step()``; with
+``torch.optim.SGD(lr=lambda)`` this is exactly the update above. ``lambda_e`` decays linearly
+from ``meta_lr`` to ``meta_lr * meta_lr_final`` over ``total_steps``.
+
+``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
+through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
+full second order) and averages over tasks.
+
+Tasks are a pure function of ``(seed, step, c)``: task ``c`` of step ``e`` is
+``dist.sample("train", default_rng([seed, e, c]))`` and its inner loop is seeded from the same
+triple, so results do not depend on how tasks are spread over ``torch.distributed`` ranks
+(rank ``r`` of ``R`` takes tasks ``c = r, r + R, ...``; the deltas or gradients are summed with
+one all-reduce).
+
+Usage::
+
+    svi = MetaSVI(model, guide, tasks_per_step=4, meta_lr=1.0, total_steps=100)
+    result = svi.run(task_distribution, num_steps=100)
+    result.params["alpha_normal"], result.losses
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from tqdm.auto import tqdm
+
+from inference.guides import ORDERS, OptimizationEmbeddingGuide
+from models.base_model import BASEModel
+from models.temperature import ConstantTemperature, TemperatureSchedule
+from pyro_base.ops import PARAMETER_FREE_OPS
+from pyro_base.tasks.base import Task, TaskDistribution
+
+log = logging.getLogger(__name__)
+
+MODES = ("reptile", "maml")
+NAN_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a task's loss is NaN/Inf and the policy says stop."""
+
+
+@dataclass
+class MetaSVIResult:
+    """What :meth:`MetaSVI.run` returns (cf. NumPyro's ``SVIRunResult``)."""
+
+    params: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    losses: list[float]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def task_seed(seed: int, step: int, c: int) -> int:
+    """The seed of task ``c`` at meta-step ``step``; independent of the rank layout."""
+    return int(np.random.default_rng([seed, step, c, 7]).integers(2**62))
+
+
+class MetaSVI:
+    """Stochastic meta-training of ``model.W`` with an optimization-embedding guide.
+
+    :param meta_optimizer: a ``torch.optim.Optimizer`` over ``model.W.parameters()``; default
+        ``SGD(lr=meta_lr)``, which makes the Reptile update exactly Algorithm 1.
+    :param temperature: a float or a schedule ``step -> tau``.
+    :param nan_policy: ``"stop"`` raises on the first non-finite task loss; ``"skip"`` drops
+        that task's contribution with a warning and stops after ``max_bad_steps`` consecutive
+        steps in which every task was bad.
+    """
+
+    def __init__(self, model: BASEModel, guide: OptimizationEmbeddingGuide, *,
+                 meta_optimizer: torch.optim.Optimizer | None = None, meta_lr: float = 1.0,
+                 meta_lr_final: float = 0.1, total_steps: int | None = None,
+                 tasks_per_step: int = 4, mode: str = "reptile", inner_grad: str = "first",
+                 temperature: float | TemperatureSchedule = 1.0, nan_policy: str = "stop",
+                 max_bad_steps: int = 3, seed: int = 0, log_query: bool = True) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if inner_grad not in ORDERS[1:]:
+            raise ValueError(f"inner_grad must be 'first' or 'second', got {inner_grad!r}")
+        if tasks_per_step < 1:
+            raise ValueError(f"tasks_per_step must be >= 1, got {tasks_per_step}")
+        if not (math.isfinite(meta_lr) and meta_lr > 0):
+            raise ValueError(f"meta_lr must be a finite number > 0, got {meta_lr!r}")
+        if not 0 <= meta_lr_final <= 1:
+            raise ValueError(f"meta_lr_final must be in [0, 1], got {meta_lr_final!r}")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.model = model
+        self.guide = guide
+        self.meta_lr = meta_lr
+        self.meta_lr_final = meta_lr_final
+        self.total_steps = total_steps
+        self.optimizer = meta_optimizer or torch.optim.SGD(model.W.parameters(), lr=meta_lr)
+        self.tasks_per_step = tasks_per_step
+        self.mode = mode
+        self.inner_grad = inner_grad
+        self.temperature = (ConstantTemperature(value=temperature)
+                            if isinstance(temperature, int | float) else temperature)
+        self.nan_policy = nan_policy
+        self.max_bad_steps = max_bad_steps
+        self.seed = seed
+        self.log_query = log_query
+        self.step_count = 0
+        self.losses: list[float] = []
+        self.n_skipped = 0
+        self._bad_streak = 0
+        self._last_finite: float | None = None
+
+    # -- tasks -----------------------------------------------------------------------------
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if tdist.is_available() and tdist.is_initialized():
+            return tdist.get_rank(), tdist.get_world_size()
+        return 0, 1
+
+    def sample_tasks(self, distribution: TaskDistribution, step: int) -> list[Task]:
+        """All ``tasks_per_step`` tasks of ``step`` (every rank builds the same list)."""
+        return [distribution.sample("train", np.random.default_rng([self.seed, step, c]))
+                for c in range(self.tasks_per_step)]
+
+    def lr_at(self, step: int) -> float:
+        if not self.total_steps:
+            return self.meta_lr
+        frac = min(step / self.total_steps, 1.0)
+        return self.meta_lr * (1.0 - (1.0 - self.meta_lr_final) * frac)
+
+    # -- one meta-step ---------------------------------------------------------------------
+    def step(self, tasks: list[Task]) -> dict[str, Any]:
+        """One meta-update from ``tasks``; returns the step's metrics."""
+        if not tasks:
+            raise ValueError("step() needs at least one task")
+        step = self.step_count
+        tau = self.temperature(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        rank, world = self._rank_world()
+        W = self.model.W.named_tensors()
+        device = next(iter(W.values())).device
+        acc = {n: torch.zeros_like(p) for n, p in W.items()}
+        per_task: list[dict[str, Any]] = []
+        self.optimizer.zero_grad(set_to_none=True)
+        for c, task in enumerate(tasks):
+            if c % world != rank:
+                continue
+            record = self._task_update(task.to(device), c, step, tau, acc, len(tasks))
+            per_task.append(record)
+        n_good = torch.tensor([sum(r["ok"] for r in per_task)], dtype=torch.float64,
+                              device=device)
+        flat = torch.cat([a.reshape(-1) for a in acc.values()])
+        if world > 1:
+            tdist.all_reduce(flat)
+            tdist.all_reduce(n_good)
+        good = int(n_good.item())
+        metrics = self._summarise(step, tau, per_task, good, len(tasks))
+        if good == 0:
+            self._bad_streak += 1
+            if self._bad_streak >= self.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{self._bad_streak} consecutive meta-steps with only non-finite task "
+                    f"losses, ending at step {step} (tasks {[r['task'] for r in per_task]}); "
+                    f"last finite loss {self._last_finite}")
+            self.step_count += 1
+            return metrics
+        self._bad_streak = 0
+        scale = len(tasks) / good if self.mode == "maml" else 1.0 / good
+        offset = 0
+        for n, p in W.items():  # W's tensors are the nn.Parameters themselves
+            k = p.numel()
+            p.grad = (flat[offset:offset + k].view_as(p) * scale).to(p.dtype)
+            offset += k
+        self.optimizer.step()
+        self.step_count += 1
+        self.losses.append(metrics["loss"])
+        self._last_finite = metrics["loss"]
+        return metrics
+
+    def _task_update(self, task: Task, c: int, step: int, tau: float,
+                     acc: dict[str, torch.Tensor], n_tasks: int) -> dict[str, Any]:
+        torch.manual_seed(task_seed(self.seed, step, c))
+        (xs, ys), (xq, yq) = task.support, task.query
+        order = "none" if self.mode == "reptile" else self.inner_grad
+        post, losses = self.guide.adapt(xs, ys, n_classes=task.n_classes, temperature=tau,
+                                        order=order)
+        record: dict[str, Any] = {"task": task.name, "family": task.family,
+                                  "inner_first": losses[0] if losses else None,
+                                  "inner_last": losses[-1] if losses else None}
+        if self.mode == "maml":
+            q_loss = self.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
+                                     temperature=tau)
+            record["query_loss"] = float(q_loss.detach())
+            ok = all(math.isfinite(v) for v in losses) and math.isfinite(record["query_loss"])
+            if ok:
+                W = self.model.W.named_tensors()
+                grads = torch.autograd.grad(q_loss / n_tasks, list(W.values()),
+                                            allow_unused=True)
+                ok = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
+                if ok:
+                    for a, g in zip(acc.values(), grads, strict=True):
+                        if g is not None:
+                            a.add_(g)
+        else:
+            ok = all(math.isfinite(v) for v in losses) and all(
+                bool(torch.isfinite(p).all()) for p in post.params.values())
+            if ok:
+                for n, p in self.model.W.named_tensors().items():
+                    acc[n].add_(p.detach() - post.params[n])
+            if ok and self.log_query:
+                with torch.no_grad():
+                    record["query_loss"] = float(self.guide.loss(
+                        post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
+                        temperature=tau))
+        record["ok"] = bool(ok)
+        if not ok:
+            self._bad(step, task, losses)
+        return record
+
+    def _bad(self, step: int, task: Task, losses: list[float]) -> None:
+        msg = (f"non-finite loss at meta-step {step} on task {task.name!r} (inner losses "
+               f"{losses}); last finite meta-loss {self._last_finite}")
+        if self.nan_policy == "stop":
+            raise NonFiniteLossError(msg)
+        self.n_skipped += 1
+        warnings.warn(msg + "; skipping this task's contribution", RuntimeWarning, stacklevel=3)
+
+    def _summarise(self, step: int, tau: float, per_task: list[dict[str, Any]], good: int,
+                   n_tasks: int) -> dict[str, Any]:
+        ok = [r for r in per_task if r["ok"]]
+        key = "query_loss" if self.mode == "maml" else "inner_last"
+        loss = float(np.mean([r[key] for r in ok])) if ok else float("nan")
+        probs = {c: self.model.W.alpha(c).detach().softmax(-1) for c in self.model.W.cells}
+        entropy = float(np.mean([-(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
+                                 for p in probs.values()]))
+        ops = self.model.space.ops
+        free = sum(ops[k] in PARAMETER_FREE_OPS and ops[k] != "none"
+                   for p in probs.values() for k in _masked_argmax(p, ops))
+        return {"step": step, "loss": loss, "temperature": tau, "meta_lr": self.lr_at(step),
+                "arch_entropy": entropy, "param_free_ops": int(free), "tasks": per_task,
+                "n_good": good, "n_tasks": n_tasks, "n_skipped_total": self.n_skipped}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, distribution: TaskDistribution, num_steps: int, *,
+            callback: Callable[[MetaSVI, dict[str, Any]], None] | None = None,
+            progress: bool = True) -> MetaSVIResult:
+        """Meta-train until ``step_count == num_steps`` (continues a resumed run)."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        rank, _ = self._rank_world()
+        all_metrics = []
+        with tqdm(total=num_steps, initial=self.step_count, disable=not progress or rank != 0,
+                  desc="meta-svi", dynamic_ncols=True) as bar:
+            while self.step_count < num_steps:
+                metrics = self.step(self.sample_tasks(distribution, self.step_count))
+                all_metrics.append(metrics)
+                recent = [v for v in self.losses[-10:] if math.isfinite(v)]
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}" if recent else "nan",
+                                tau=f"{metrics['temperature']:.2f}")
+                bar.update(1)
+                if callback is not None:
+                    callback(self, metrics)
+        return MetaSVIResult(params={n: p.detach().clone() for n, p in
+                                     self.model.W.named_tensors().items()},
+                             state=self.state_dict(), losses=list(self.losses),
+                             metrics=all_metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"W": self.model.W.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step_count, "losses": list(self.losses),
+                "n_skipped": self.n_skipped, "bad_streak": self._bad_streak}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.W.load_state_dict(state["W"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.n_skipped = int(state.get("n_skipped", 0))
+        self._bad_streak = int(state.get("bad_streak", 0))
+        self._last_finite = self.losses[-1] if self.losses else None
+
+
+def _masked_argmax(probs: torch.Tensor, ops: tuple[str, ...]) -> list[int]:
+    """Per edge, the most probable op other than ``none``."""
+    p = probs.clone()
+    if "none" in ops:
+        p[:, ops.index("none")] = -1.0
+    return p.argmax(-1).tolist()
