@@ -105,6 +105,11 @@ def _functional_adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
 class OptimizationEmbeddingGuide:
     """Runs the inner loop from ``model.W`` and returns an :class:`AdaptedPosterior`.
 
+    ``model`` is a :class:`~models.base_model.BASEModel` or any Pyro model with the same
+    contract: attributes ``W`` (a :class:`~models.priors.MetaParams`), ``beta`` and
+    ``relaxation``, sites ``theta`` and ``z_<cell>`` for ``cell in W.cells``, and the call
+    signature ``model(x, y, *, size, n_classes, temperature)``.
+
     :param inner_steps: ``T``.
     :param inner_lr: step size for the location of theta.
     :param arch_lr: step size for the architecture logits (default ``inner_lr`` for Adam,
@@ -151,7 +156,7 @@ class OptimizationEmbeddingGuide:
         return self.arch_lr
 
     def posterior(self, params: dict[str, torch.Tensor]) -> AdaptedPosterior:
-        return AdaptedPosterior(params, cells=self.model.space.cell_types,
+        return AdaptedPosterior(params, cells=self.model.W.cells,
                                 relaxation=self.model.relaxation,
                                 weight_posterior=self.weight_posterior)
 
@@ -170,7 +175,8 @@ class OptimizationEmbeddingGuide:
                                                  n_classes=n_classes, temperature=temperature)
         return loss * self.model.beta / size
 
-    def adapt(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, temperature: float,
+    def adapt(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
+              temperature: float,
               steps: int | None = None, order: str = "none",
               callback: Callable[[int, float], None] | None = None,
               ) -> tuple[AdaptedPosterior, list[float]]:
@@ -225,7 +231,6 @@ class OptimizationEmbeddingGuide:
         if y is None:
             raise ValueError("OptimizationEmbeddingGuide needs labels to adapt; adapt once with "
                              "guide.adapt(...) and pass the returned posterior to Predictive")
-        n_classes = n_classes or self.model.space.n_classes
         post, _ = self.adapt(x, y, n_classes=n_classes, temperature=temperature,
                              order="first")
         post(x, y, size=size, n_classes=n_classes, temperature=temperature)
