@@ -164,7 +164,7 @@ class SearchSpace:
             "cpu": dict(cells=3, reductions=(1,), channels=8, nodes=3, stem_multiplier=2,
                         stem_kernel=1, input_size=16),
             "tiny": dict(cells=2, reductions=(1,), channels=4, nodes=2, stem_multiplier=1,
-                         stem_kernel=1, input_size=8, n_classes=5),
+                         stem_kernel=1, input_size=12, n_classes=5),
         }
         if name not in presets:
             raise ValueError(f"unknown search-space preset {name!r}; expected one of "
