@@ -183,7 +183,8 @@ class OptimizationEmbeddingGuide:
         """Run ``steps`` (default ``inner_steps``) inner steps on the support set ``(x, y)``.
 
         Returns the adapted posterior and the per-step losses (before each step). With
-        ``order="none"`` the result is detached from ``W``.
+        ``order="none"`` the result is detached from ``W``. A non-finite loss ends the loop
+        early: the losses then end with it and the parameters are those it was computed at.
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -210,6 +211,8 @@ class OptimizationEmbeddingGuide:
             losses.append(float(loss.detach()))
             if callback is not None:
                 callback(t, losses[-1])
+            if not math.isfinite(losses[-1]):
+                break  # NaN parameters would fail validation at the next step; caller decides
             grads = torch.autograd.grad(loss, [params[n] for n in names],
                                         create_graph=order == "second")
             new = dict(params)

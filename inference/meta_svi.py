@@ -149,7 +149,8 @@ class MetaSVI:
         step = self.step_count
         tau = self.temperature(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(step)
+            base = group.setdefault("initial_lr", group["lr"])  # the optimizer's own lr
+            group["lr"] = base * self.lr_at(step) / self.meta_lr
         rank, world = self._rank_world()
         W = self.model.W.named_tensors()
         device = next(iter(W.values())).device

@@ -73,7 +73,9 @@ class BASEModel(PyroModule):
     def net_logits(self, x: torch.Tensor, theta: torch.Tensor,
                    z: dict[str, torch.Tensor], n_classes: int | None = None) -> torch.Tensor:
         """``f(x; theta, z)`` restricted to the task's first ``n_classes`` outputs."""
-        logits = functional_forward(self.supernet, self.spec, theta, x, z)
+        # self._modules, not self.supernet: PyroModule attribute access would register the
+        # template weights (never used; theta replaces them) in Pyro's param store.
+        logits = functional_forward(self._modules["supernet"], self.spec, theta, x, z)
         return logits if n_classes is None else logits[..., :n_classes]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, size: int | None = None,
@@ -82,7 +84,9 @@ class BASEModel(PyroModule):
         if n_classes is not None and not 2 <= n_classes <= self.space.n_classes:
             raise ValueError(f"n_classes must be in [2, {self.space.n_classes}] for this search "
                              f"space, got {n_classes}")
-        W = self.W
+        # Plain lookup: PyroModule's ``self.W`` would call pyro.module and so let SVI fit W
+        # even when it is meant to be held.
+        W = self._modules["W"]
         if self.learn_prior_in_svi:
             pyro.module("W", W)
         theta = pyro.sample("theta", self.weight_prior.dist(W))
@@ -98,5 +102,8 @@ class BASEModel(PyroModule):
             raise ValueError(f"size (task size {size}) must be >= the batch size {batch}")
         idx = torch.arange(batch, device=x.device)
         with pyro.plate("data", size, subsample=idx), poutine.scale(scale=1.0 / self.beta):
-            pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+            # No validation of the logits: NaN logits (bad data, a diverged inner loop) must
+            # give a NaN loss for the caller's nan_policy, not a ValueError mid-trace. Labels
+            # are validated by Task.
+            pyro.sample("y", dist.Categorical(logits=logits, validate_args=False), obs=y)
         return logits

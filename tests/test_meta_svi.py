@@ -1,0 +1,278 @@
+"""MetaSVI: the Reptile update is Algorithm 1 to the last bit, MAML runs, NaN policies, resume,
+and bad arguments. Tiny search space, hand-made tasks."""
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from inference.guides import OptimizationEmbeddingGuide
+from inference.meta_svi import MetaSVI, NonFiniteLossError, task_seed
+from models.base_model import BASEModel
+from pyro_base.search_space import SearchSpace
+from pyro_base.supernet import SuperNet
+from pyro_base.tasks.base import Task
+
+# Pyro's own warning for a NaN log-density, expected in the NaN-policy tests
+pytestmark = pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+
+
+def _easy_task(seed, n=8, n_classes=3, name=None):
+    g = torch.Generator().manual_seed(seed)
+
+    def split():
+        y = torch.arange(n) % n_classes
+        x = 0.5 * torch.randn(n, 3, 8, 8, generator=g)
+        x[torch.arange(n), y] += 1.0  # class k brightens channel k
+        return x, y
+
+    return Task(name=name or f"easy{seed}", n_classes=n_classes, support=split(),
+                query=split(), metadata={"family": "easy"})
+
+
+def _nan_task():
+    task = _easy_task(99, name="nan")
+    xs = task.support[0].clone()
+    xs[0, 0, 0, 0] = float("nan")
+    return Task(name="nan", n_classes=3, support=(xs, task.support[1]), query=task.query)
+
+
+class EasyTasks:
+    """A minimal TaskDistribution: a task is a pure function of the rng state."""
+
+    name = "easy"
+
+    def sample(self, split, rng):
+        return _easy_task(int(rng.integers(2**31)))
+
+    def tasks(self, split, n):
+        return iter([_easy_task(1000 + i) for i in range(n)])
+
+
+def _setup(inner_steps=2, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = BASEModel(SuperNet(SearchSpace.preset("tiny")), beta=0.01)
+    with torch.no_grad():
+        model.W.alpha("normal").normal_(0.0, 0.5)
+    guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps)
+    return model, guide
+
+
+def _W(model):
+    return {n: p.detach().clone() for n, p in model.W.named_tensors().items()}
+
+
+def _adapted_by_hand(guide, tasks, *, seed, step, tau):
+    out = []
+    for c, task in enumerate(tasks):
+        if task is None:
+            continue
+        torch.manual_seed(task_seed(seed, step, c))
+        post, _ = guide.adapt(*task.support, n_classes=task.n_classes, temperature=tau,
+                              order="none")
+        out.append(post.params)
+    return out
+
+
+def test_reptile_step_is_algorithm_1():
+    """W <- W + lambda * mean_c(adapted_c - W) with meta_optimizer = SGD(lr=lambda)."""
+    lam, seed, tau = 0.3, 5, 0.7
+    model, guide = _setup()
+    tasks = [_easy_task(1), _easy_task(2), _easy_task(3)]
+    W0 = _W(model)
+    adapted = _adapted_by_hand(guide, tasks, seed=seed, step=0, tau=tau)
+    assert _W(model).keys() == adapted[0].keys()
+    expected = {n: W0[n] + lam * torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
+                for n in W0}
+    svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
+                  tasks_per_step=3, temperature=tau, seed=seed)
+    metrics = svi.step(tasks)
+    W1 = _W(model)
+    for n in W0:
+        assert not torch.equal(W1[n], W0[n]), n
+        torch.testing.assert_close(W1[n], expected[n], rtol=1e-6, atol=1e-7)
+    assert metrics["step"] == 0 and metrics["n_good"] == 3 and metrics["temperature"] == tau
+    assert math.isfinite(metrics["loss"]) and svi.step_count == 1 and len(svi.losses) == 1
+    assert all(math.isfinite(r["query_loss"]) for r in metrics["tasks"])
+    assert 0 < metrics["arch_entropy"] <= math.log(8) + 1e-6
+
+
+def test_default_optimizer_is_sgd_with_meta_lr_and_decays():
+    lam, seed, tau = 0.5, 1, 1.0
+    model, guide = _setup()
+    tasks = [_easy_task(4), _easy_task(5)]
+    W0 = _W(model)
+    svi = MetaSVI(model, guide, meta_lr=lam, meta_lr_final=0.1, total_steps=4,
+                  tasks_per_step=2, temperature=tau, seed=seed)
+    assert [svi.lr_at(s) for s in (0, 2, 4, 9)] == pytest.approx([0.5, 0.275, 0.05, 0.05])
+    adapted = _adapted_by_hand(guide, tasks, seed=seed, step=0, tau=tau)
+    svi.step(tasks)
+    for n in W0:
+        expected = W0[n] + lam * torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
+        torch.testing.assert_close(_W(model)[n], expected, rtol=1e-6, atol=1e-7)
+    # step 1 uses lambda_1 = lr_at(1)
+    W1 = _W(model)
+    adapted = _adapted_by_hand(guide, tasks, seed=seed, step=1, tau=tau)
+    svi.step(tasks)
+    lam1 = svi.lr_at(1)
+    assert lam1 == pytest.approx(0.5 * (1 - 0.9 / 4))
+    for n in W1:
+        expected = W1[n] + lam1 * torch.stack([a[n] - W1[n] for a in adapted]).mean(0)
+        torch.testing.assert_close(_W(model)[n], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_user_meta_optimizer_lr_is_honoured_by_the_decay():
+    """A user optimizer's own lr is the start of the decay (not replaced by meta_lr)."""
+    model, guide = _setup()
+    svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=0.2),
+                  meta_lr_final=0.5, total_steps=2, tasks_per_step=1)
+    svi.step([_easy_task(1)])
+    assert svi.optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+    svi.step([_easy_task(1)])
+    assert svi.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * (1 - 0.5 / 2))
+
+
+@pytest.mark.parametrize("inner_grad", ["first", "second"])
+def test_maml_runs_and_changes_W(inner_grad):
+    model, guide = _setup(inner_steps=2)
+    W0 = _W(model)
+    svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=0.1),
+                  tasks_per_step=2, mode="maml", inner_grad=inner_grad, temperature=0.7)
+    metrics = svi.step([_easy_task(1), _easy_task(2)])
+    W1 = _W(model)
+    assert metrics["n_good"] == 2 and math.isfinite(metrics["loss"])
+    assert all(math.isfinite(r["query_loss"]) for r in metrics["tasks"])
+    for n in ("mu", "log_sigma", "alpha_normal", "alpha_reduce"):
+        assert torch.isfinite(W1[n]).all(), n
+        assert not torch.equal(W1[n], W0[n]), n
+
+
+def test_maml_first_order_gradient_by_hand():
+    """maml/first: W.grad = mean_c d(query loss_c)/dW through phi_T = W - stopgrad(steps)."""
+    lam, seed, tau = 0.1, 3, 0.7
+    model, guide = _setup(inner_steps=2)
+    tasks = [_easy_task(1), _easy_task(2)]
+    W0 = model.W.named_tensors()
+    total = {n: torch.zeros_like(p) for n, p in W0.items()}
+    for c, task in enumerate(tasks):
+        torch.manual_seed(task_seed(seed, 0, c))
+        post, _ = guide.adapt(*task.support, n_classes=3, temperature=tau, order="first")
+        xq, yq = task.query
+        q = guide.loss(post, xq, yq, size=xq.shape[0], n_classes=3, temperature=tau)
+        for n, g in zip(W0, torch.autograd.grad(q, list(W0.values())), strict=True):
+            total[n] += g / len(tasks)
+    expected = {n: p.detach() - lam * total[n] for n, p in W0.items()}
+    svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
+                  tasks_per_step=2, mode="maml", inner_grad="first", temperature=tau, seed=seed)
+    svi.step(tasks)
+    for n, p in model.W.named_tensors().items():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=1e-5, atol=1e-7)
+
+
+def test_nan_policy_skip_drops_the_bad_task():
+    lam, seed, tau = 0.3, 2, 1.0
+    model, guide = _setup()
+    good = _easy_task(1)
+    W0 = _W(model)
+    (adapted,) = _adapted_by_hand(guide, [good], seed=seed, step=0, tau=tau)
+    svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
+                  tasks_per_step=2, nan_policy="skip", temperature=tau, seed=seed)
+    with pytest.warns(RuntimeWarning, match="non-finite loss at meta-step 0 on task 'nan'"):
+        metrics = svi.step([good, _nan_task()])
+    assert svi.n_skipped == 1 and metrics["n_skipped_total"] == 1
+    assert metrics["n_good"] == 1 and math.isfinite(metrics["loss"])
+    assert [r["ok"] for r in metrics["tasks"]] == [True, False]
+    for n in W0:  # the mean runs over the good task only
+        torch.testing.assert_close(_W(model)[n], W0[n] + lam * (adapted[n] - W0[n]),
+                                   rtol=1e-6, atol=1e-7)
+        assert torch.isfinite(_W(model)[n]).all()
+
+
+def test_nan_policy_skip_stops_after_consecutive_all_bad_steps():
+    model, guide = _setup()
+    W0 = _W(model)
+    svi = MetaSVI(model, guide, tasks_per_step=1, nan_policy="skip", max_bad_steps=2)
+    with pytest.warns(RuntimeWarning):
+        metrics = svi.step([_nan_task()])
+    assert metrics["n_good"] == 0 and math.isnan(metrics["loss"])
+    assert all(torch.equal(_W(model)[n], W0[n]) for n in W0)  # W untouched
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError,
+                                                     match="2 consecutive.*step 1"):
+        svi.step([_nan_task()])
+
+
+@pytest.mark.parametrize("mode", ["reptile", "maml"])
+def test_nan_policy_stop_names_step_and_task(mode):
+    model, guide = _setup()
+    W0 = _W(model)
+    svi = MetaSVI(model, guide, tasks_per_step=2, nan_policy="stop", mode=mode)
+    svi.step([_easy_task(1), _easy_task(2)])
+    W1 = _W(model)
+    assert any(not torch.equal(W1[n], W0[n]) for n in W0)
+    with pytest.raises(NonFiniteLossError, match=r"meta-step 1 on task 'nan'"):
+        svi.step([_easy_task(1), _nan_task()])
+    assert all(torch.equal(_W(model)[n], W1[n]) for n in W1)  # last good W kept
+
+
+def test_run_is_deterministic_and_resumes_exactly():
+    def fresh():
+        model, guide = _setup(seed=11)
+        return model, MetaSVI(model, guide, tasks_per_step=2, meta_lr=0.5, total_steps=3,
+                              seed=4, temperature=0.8)
+
+    model_a, svi_a = fresh()
+    result = svi_a.run(EasyTasks(), num_steps=3, progress=False)
+    assert len(result.losses) == 3 and len(result.metrics) == 3
+    assert all(math.isfinite(v) for v in result.losses)
+    assert result.state["step"] == 3
+    # tasks are a pure function of (seed, step, c)
+    t1 = svi_a.sample_tasks(EasyTasks(), 1)
+    t2 = svi_a.sample_tasks(EasyTasks(), 1)
+    assert [t.name for t in t1] == [t.name for t in t2]
+    assert torch.equal(t1[0].support[0], EasyTasks().sample(
+        "train", np.random.default_rng([4, 1, 0])).support[0])
+    # interrupted after 1 step, resumed from its state: the same W as the straight run
+    model_b, svi_b = fresh()
+    svi_b.run(EasyTasks(), num_steps=1, progress=False)
+    state = svi_b.state_dict()
+    model_c, svi_c = fresh()
+    svi_c.load_state_dict(state)
+    resumed = svi_c.run(EasyTasks(), num_steps=3, progress=False)
+    for n, p in result.params.items():
+        torch.testing.assert_close(resumed.params[n], p, rtol=0, atol=0)
+    assert resumed.losses == pytest.approx(result.losses)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mode="fomaml"), "'fomaml'"),
+    (dict(inner_grad="none"), "'none'"),
+    (dict(inner_grad="third"), "'third'"),
+    (dict(tasks_per_step=0), "tasks_per_step.*0"),
+    (dict(meta_lr=0.0), "meta_lr.*0.0"),
+    (dict(meta_lr=-1.0), "meta_lr.*-1.0"),
+    (dict(meta_lr=float("nan")), "meta_lr.*nan"),
+    (dict(meta_lr_final=1.5), "meta_lr_final.*1.5"),
+    (dict(nan_policy="ignore"), "'ignore'"),
+    (dict(max_bad_steps=0), "max_bad_steps.*0"),
+])
+def test_bad_arguments(kwargs, match):
+    model, guide = _setup()
+    with pytest.raises(ValueError, match=match):
+        MetaSVI(model, guide, **kwargs)
+
+
+def test_bad_calls():
+    model, guide = _setup()
+    svi = MetaSVI(model, guide)
+    with pytest.raises(ValueError, match="at least one task"):
+        svi.step([])
+    with pytest.raises(ValueError, match="num_steps.*-1"):
+        svi.run(EasyTasks(), num_steps=-1, progress=False)
