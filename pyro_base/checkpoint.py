@@ -58,11 +58,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any], *, space: SearchSpace) -> Path:
-    """Atomically write ``state`` (plus format, version and search space) to ``path``."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], *,
+                    space: SearchSpace | None) -> Path:
+    """Atomically write ``state`` (plus format, version and search space) to ``path``.
+
+    ``space=None`` (explicitly) for checkpoints of networks outside a search space, such as the
+    discrete evaluation network of :mod:`inference.evaluate`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "space": space.to_dict(), **state}
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    if space is not None:
+        payload["space"] = space.to_dict()
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
