@@ -22,6 +22,7 @@ from .base import (
 # Task sources: each import registers its distributions (one line per module).
 from . import procedural  # noqa: E402,F401  isort: skip
 from . import digits  # noqa: E402,F401  isort: skip
+from . import cifar, fewshot, folder, idx, imagenet_ds  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "SPLITS",
