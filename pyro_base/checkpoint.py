@@ -14,10 +14,8 @@ Usage::
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +95,9 @@ def load_checkpoint(path: str | Path, *, space: SearchSpace | None = None,
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as e:
+    except Exception as e:  # noqa: BLE001 - damaged bytes fail anywhere in torch's readers
+        # (zipfile, the weights_only unpickler, the legacy format's struct unpacking, ...);
+        # the hypothesis test in tests/test_faults.py found struct.error for b"M".
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
                               f"({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -109,11 +108,13 @@ def load_checkpoint(path: str | Path, *, space: SearchSpace | None = None,
     if space is not None:
         try:
             saved = SearchSpace.from_dict(state["space"])
-        except (ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {path} has an invalid search space: {e}") from e
+        except Exception as e:  # noqa: BLE001 - any malformed space dict
+            raise CheckpointError(f"checkpoint {path} has no valid search space "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from e
         if saved != space:
-            diff = {k: (v, space.to_dict()[k]) for k, v in saved.to_dict().items()
-                    if space.to_dict()[k] != v}
+            current = space.to_dict()
+            diff = {k: (v, current.get(k)) for k, v in saved.to_dict().items()
+                    if current.get(k) != v}
             raise CheckpointError(f"checkpoint {path} is from another search space; "
                                   f"differing fields (checkpoint, current): {diff}")
     return state

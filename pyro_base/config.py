@@ -48,6 +48,8 @@ _POSITIVE = {"inner_lr", "arch_lr", "meta_lr", "beta", "init_scale", "prior_scal
 _AT_LEAST_1 = {"steps", "tasks_per_step", "inner_batch", "n_support", "n_query", "n_heldout",
                "max_bad_steps", "checkpoint_every", "num_samples"}
 _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed"}
+# timedelta and torch.manual_seed overflow beyond these
+_AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**63 - 1}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +123,9 @@ class MetaConfig:
         for name in _AT_LEAST_0:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name, top in _AT_MOST.items():
+            if getattr(self, name) > top:
+                raise ConfigError(f"{name} must be <= {top}, got {getattr(self, name)!r}")
         for name in ("channels", "cells", "nodes"):
             v = getattr(self, name)
             if v is not None and v < 1:

@@ -47,6 +47,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def safe_name(name: str) -> str:
     """A file-name-safe version of a task name (``procedural/motif/test/0`` -> ``...``)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
@@ -87,14 +95,28 @@ class RunDir:
             os.fsync(f.fileno())
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop metric lines of meta-steps >= ``step`` (after a resume from ``step``)."""
+        """Drop metric lines of meta-steps >= ``step`` (after a resume from ``step``).
+
+        A torn last line (the process was killed while writing it) is dropped too.
+        """
         path = self.path / METRICS
         if not self.enabled or not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line and json.loads(line).get("step", -1) < step
-                and "event" not in json.loads(line)]
+        keep = []
+        for line in path.read_text().splitlines():
+            record = _parse(line)
+            if record is not None and record.get("step", -1) < step and "event" not in record:
+                keep.append(line)
         path.write_text("".join(line + "\n" for line in keep))
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temporary checkpoint files left by a process killed while saving."""
+        if not self.enabled:
+            return []
+        stale = sorted(self.path.glob(CHECKPOINT + ".*.tmp"))
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.path / name

@@ -10,6 +10,16 @@ start. Everything is written to a run directory (see pyro_base/runlog.py).
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
     python scripts/meta_svi.py --resume runs/meta_svi-XXXX       # continue where it stopped
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
+
+Before anything is allocated the supernet's memory is estimated (``pyro_base.memory``) and the
+run refuses to start if it cannot fit the device (``--no-memory-check`` to skip). Under
+``torchrun`` every rank checks after each meta-step that it holds the same ``W`` as the others.
+Bad input (config, flags, ``--resume`` of a bad directory or checkpoint, memory) exits with
+code 2 and a one-line ``error:`` message; a non-finite loss under ``--nan-policy stop`` exits 1.
+
+Fault injection for tests: ``PYRO_BASE_FAIL_AT=RANK:STEP`` makes rank RANK raise while
+sampling the tasks of meta-step STEP (as a failing data source would), before that step's
+all-reduce. Read here only; the library never looks at it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from inference.adapt import Adaptation, adapt
 from inference.factory import (
@@ -37,12 +48,20 @@ from inference.factory import (
     build_tasks,
     resolve_device,
 )
-from inference.meta_svi import MetaSVI
-from pyro_base.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from inference.meta_svi import MetaSVI, NonFiniteLossError
+from pyro_base.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from pyro_base.config import ConfigError, MetaConfig
+from pyro_base.memory import InsufficientMemoryError, check_fits, estimate_memory
 from pyro_base.runlog import CONFIG, GENOTYPES, PRIOR_GENOTYPE, RunDir, safe_name
 
 log = logging.getLogger("meta_svi")
+FAIL_AT_ENV = "PYRO_BASE_FAIL_AT"
 
 HELP = {
     "task_source": "task family source (embedded, no download)",
@@ -84,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="skip the memory estimate against the device's free memory")
     hints = typing.get_type_hints(MetaConfig)
     defaults = MetaConfig()
     for f in dataclasses.fields(MetaConfig):
@@ -131,6 +152,83 @@ def init_distributed(cfg: MetaConfig, device: torch.device) -> tuple[int, int, t
         torch.cuda.set_device(device)
     tdist.init_process_group(backend, timeout=timedelta(seconds=cfg.collective_timeout))
     return tdist.get_rank(), tdist.get_world_size(), device
+
+
+def check_memory(cfg: MetaConfig, space: Any, device: torch.device) -> None:
+    """Estimate one inner step's memory and raise InsufficientMemoryError if it cannot fit."""
+    unrolled = cfg.inner_steps if cfg.mode == "maml" and cfg.inner_grad == "second" else 1
+    est = estimate_memory(space, min(cfg.inner_batch, cfg.n_support),
+                          unrolled_steps=max(unrolled, 1),
+                          straight_through=cfg.relaxation == "straight_through")
+    check_fits(est, device)
+
+
+def check_tasks_fit(cfg: MetaConfig, distribution: Any, space: Any) -> None:
+    """Tasks with more classes than the supernet has outputs: a config error, up front."""
+    n = getattr(distribution, "n_classes", None)
+    hi = max(n) if isinstance(n, tuple | list) else n
+    if isinstance(hi, int) and hi > space.n_classes:
+        raise ConfigError(f"--task-source {cfg.task_source} yields tasks with up to {hi} "
+                          f"classes but --preset {cfg.preset} has {space.n_classes} outputs; "
+                          "choose a larger preset")
+
+
+class FaultyTasks:
+    """Test hook (``PYRO_BASE_FAIL_AT=RANK:STEP``): rank RANK fails sampling step STEP."""
+
+    def __init__(self, inner: Any, svi: MetaSVI, rank: int, spec: str) -> None:
+        try:
+            self.fail_rank, self.fail_step = (int(v) for v in spec.split(":"))
+        except ValueError:
+            raise ConfigError(f"{FAIL_AT_ENV} must be RANK:STEP, got {spec!r}") from None
+        self.inner, self.svi, self.rank = inner, svi, rank
+
+    def sample(self, split: str, rng: Any) -> Any:
+        if (self.rank, self.svi.step_count) == (self.fail_rank, self.fail_step):
+            raise RuntimeError(f"injected fault ({FAIL_AT_ENV}) on rank {self.rank} while "
+                               f"sampling the tasks of meta-step {self.fail_step}")
+        return self.inner.sample(split, rng)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def replica_spread(svi: MetaSVI) -> float:
+    """Largest difference of any weight of W across ranks (one MAX and one MIN all-reduce)."""
+    flat = torch.cat([p.detach().reshape(-1).double()
+                      for p in svi.model.W.named_tensors().values()])
+    hi, lo = flat.clone(), flat.clone()
+    tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+    tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+    return float((hi - lo).max())
+
+
+def checkpoint_callback(run: RunDir, cfg: MetaConfig, space: Any, rank: int, world: int,
+                        ) -> Any:
+    """The per-step callback: replica check, metrics, atomic checkpoint of good steps only."""
+
+    def on_step(svi: MetaSVI, metrics: dict[str, Any]) -> None:
+        if world > 1:
+            spread = replica_spread(svi)
+            metrics["replica_spread"] = spread
+            if not spread <= 1e-6:
+                raise RuntimeError(f"ranks disagree on W after meta-step {metrics['step']} "
+                                   f"(largest difference {spread:.3g})")
+        run.append_metrics(metrics)
+        if rank != 0 or not (svi.step_count % cfg.checkpoint_every == 0
+                             or svi.step_count == cfg.steps):
+            return
+        if metrics.get("n_good", 1) == 0:
+            log.warning("meta-step %d had no finite task loss; keeping the previous checkpoint",
+                        metrics["step"])
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in svi.model.W.named_tensors().values()):
+            raise NonFiniteLossError(f"W is non-finite after meta-step {metrics['step']}; "
+                                     f"not overwriting {run.checkpoint}")
+        save_checkpoint(run.checkpoint, {"svi": svi.state_dict(), "rng": rng_state(),
+                                         "config": cfg.to_dict()}, space=space)
+
+    return on_step
 
 
 def genotype_summary(genotype: Any) -> str:
@@ -191,34 +289,34 @@ def main(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed(cfg, device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    space = build_space(cfg)
+    distribution = build_tasks(cfg, space)
+    check_tasks_fit(cfg, distribution, space)
+    if not getattr(args, "no_memory_check", False):
+        check_memory(cfg, space, device)
     run_path = getattr(args, "resume", None) or getattr(args, "run_dir", None) or Path(
         "runs") / time.strftime("meta_svi-%Y%m%d-%H%M%S")
     run = RunDir(run_path, enabled=rank == 0)
     run.setup_logging()
-    space = build_space(cfg)
-    distribution = build_tasks(cfg, space)
     model = build_model(cfg, space, device=device)
     svi = build_meta_svi(cfg, model, build_guide(cfg, model))
+    if os.environ.get(FAIL_AT_ENV):
+        distribution = FaultyTasks(distribution, svi, rank, os.environ[FAIL_AT_ENV])
     if getattr(args, "resume", None) is not None and run.checkpoint.exists():
         state = load_checkpoint(run.checkpoint, space=space, map_location=device)
         svi.load_state_dict(state["svi"])
         set_rng_state(state["rng"])
         run.truncate_metrics(svi.step_count)
+        for stale in run.remove_stale_temps():
+            log.warning("removed %s, left by a run killed while saving", stale)
         log.info("resumed %s at meta-step %d", run.path, svi.step_count)
     elif rank == 0:
         cfg.to_yaml(run / CONFIG)
     log.info("run dir %s; %s; %d weights; device %s; world %d", run.path, space,
              model.spec.size, device, world)
 
-    def on_step(svi: MetaSVI, metrics: dict[str, Any]) -> None:
-        run.append_metrics(metrics)
-        if rank == 0 and (svi.step_count % cfg.checkpoint_every == 0
-                          or svi.step_count == cfg.steps):
-            save_checkpoint(run.checkpoint, {"svi": svi.state_dict(), "rng": rng_state(),
-                                             "config": cfg.to_dict()}, space=space)
-
     start = time.perf_counter()
-    svi.run(distribution, cfg.steps, callback=on_step,
+    svi.run(distribution, cfg.steps, callback=checkpoint_callback(run, cfg, space, rank, world),
             progress=not getattr(args, "no_progress", False))
     log.info("meta-training done in %.1f s", time.perf_counter() - start)
     if rank == 0:
@@ -237,10 +335,19 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run; bad input returns 2 with one ``error:`` line on stderr."""
+    args = build_parser().parse_args(argv)  # bad flags: argparse's usage message, exit 2
+    try:
+        return main(args)
+    except (ConfigError, CheckpointError, FileNotFoundError, InsufficientMemoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        sys.exit(main(build_parser().parse_args()))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(record(cli)())  # record: under torchrun a rank's uncaught error is the root cause
