@@ -55,8 +55,13 @@ def build_space(cfg: MetaConfig) -> SearchSpace:
 def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
     options: dict[str, Any] = {"image_size": space.input_size, "n_support": cfg.n_support,
                                "n_query": cfg.n_query}
-    if cfg.task_source == "procedural" and cfg.families is not None:
-        options["families"] = tuple(cfg.families)
+    hi = min(10, space.n_classes)  # tasks never have more classes than the supernet outputs
+    if cfg.task_source == "procedural":
+        options["n_classes"] = (min(5, hi), hi)
+        if cfg.families is not None:
+            options["families"] = tuple(cfg.families)
+    else:
+        options["n_classes"] = min(5, hi)
     return get_task_distribution(cfg.task_source, **options)
 
 

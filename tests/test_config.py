@@ -81,8 +81,6 @@ def cli(monkeypatch):
     (["--inner-lr", "-1"], "error: command line: inner_lr must be a finite number > 0"),
     (["--tasks-per-step", "0"], "error: command line: tasks_per_step must be >= 1"),
     (["--tau-start", "0"], "error: command line: tau_start must be a finite number > 0"),
-    (["--preset", "tiny"], "error: --task-source procedural yields tasks with up to 10 "
-                           "classes but --preset tiny has 5 outputs"),
     (["--resume", "/nonexistent/run"], "error: --resume /nonexistent/run: no config.yaml"),
 ])
 def test_cli_bad_values_exit_2_with_message(cli, capsys, argv, message):
@@ -153,3 +151,13 @@ def test_random_yaml_raises_only_config_error(text):
             MetaConfig.from_yaml(path)
         except ConfigError:
             pass
+
+
+def test_tasks_are_capped_at_the_supernet_outputs():
+    """The tiny preset has 5 outputs: procedural tasks built for it have exactly 5 classes."""
+    from inference.factory import build_space, build_tasks
+
+    cfg = MetaConfig(preset="tiny", n_support=20, n_query=20)
+    space = build_space(cfg)
+    tasks = build_tasks(cfg, space).tasks("train", 5)
+    assert {t.n_classes for t in tasks} == {5}
