@@ -77,6 +77,8 @@ class MetaSVI:
     :param meta_optimizer: a ``torch.optim.Optimizer`` over ``model.W.parameters()``; default
         ``SGD(lr=meta_lr)``, which makes the Reptile update exactly Algorithm 1.
     :param temperature: a float or a schedule ``step -> tau``.
+    :param log_query: in ``reptile`` mode, also log each adapted posterior's per-datum
+        negative ELBO on the first ``guide.batch_size`` query points (monitoring only).
     :param nan_policy: ``"stop"`` raises on the first non-finite task loss; ``"skip"`` drops
         that task's contribution with a warning and stops after ``max_bad_steps`` consecutive
         steps in which every task was bad.
@@ -182,7 +184,7 @@ class MetaSVI:
         self._bad_streak = 0
         scale = len(tasks) / good if self.mode == "maml" else 1.0 / good
         offset = 0
-        for n, p in W.items():  # W's tensors are the nn.Parameters themselves
+        for p in W.values():  # the nn.Parameters themselves
             k = p.numel()
             p.grad = (flat[offset:offset + k].view_as(p) * scale).to(p.dtype)
             offset += k
@@ -222,10 +224,11 @@ class MetaSVI:
             if ok:
                 for n, p in self.model.W.named_tensors().items():
                     acc[n].add_(p.detach() - post.params[n])
-            if ok and self.log_query:
+            if ok and self.log_query:  # a monitoring metric: one support-sized query batch
+                b = self.guide.batch_size or xq.shape[0]
                 with torch.no_grad():
                     record["query_loss"] = float(self.guide.loss(
-                        post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
+                        post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
                         temperature=tau))
         record["ok"] = bool(ok)
         if not ok:

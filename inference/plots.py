@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from inference.run_dir import RunDir, read_metrics
+from inference.run_dir import RunRecord, read_metrics
 from pyro_base.genotype import Genotype, plot_cell
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -165,17 +165,17 @@ def plot_genotype(genotype: Genotype, path: str | os.PathLike, *, cell: str = "n
     return _save(plot_cell(genotype, cell=cell, title=title), path, dpi)
 
 
-def plot_metrics(metrics: str | os.PathLike | RunDir | Sequence[dict[str, Any]],
+def plot_metrics(metrics: str | os.PathLike | RunRecord | Sequence[dict[str, Any]],
                  path: str | os.PathLike, *, adapt_events: Sequence[dict[str, Any]] = (),
                  figsize: tuple[float, float] = (10.0, 7.0), dpi: int = 120) -> Path:
-    """Training curves from ``metrics.jsonl`` (a path, a :class:`RunDir`, or the records).
+    """Training curves from ``metrics.jsonl`` (a path, a :class:`RunRecord`, or the records).
 
     Panels: the meta-training loss (per-datum negative ELBO) with its running mean and the
     mean query loss; the inner loss before and after adaptation (mean over tasks);
     architecture entropy and temperature; query accuracy of the ``"adapt"`` events per task.
     """
     path = _check(path, dpi)
-    if isinstance(metrics, RunDir):
+    if isinstance(metrics, RunRecord):
         metrics, adapt_events = metrics.metrics, metrics.adapt_events
     elif isinstance(metrics, str | os.PathLike):
         metrics, adapt_events = read_metrics(metrics)

@@ -53,14 +53,14 @@ from inference.posterior_data import (
     space_of,
     to_inference_data,
 )
-from inference.run_dir import RunDir, RunDirError, load_run, read_metrics
+from inference.run_dir import RunDirError, RunRecord, load_run, read_metrics
 from models.base_model import BASEModel
 from models.relaxations import check_temperature
 from pyro_base.search_space import SearchSpace
 from pyro_base.tasks.base import Task
 
 __all__ = [
-    "FORMAT", "POSTERIOR_FILE", "PRIOR", "PosteriorDraws", "RunDir", "RunDirError",
+    "FORMAT", "POSTERIOR_FILE", "PRIOR", "PosteriorDraws", "RunRecord", "RunDirError",
     "genotype_distribution", "load_posterior", "load_run", "posterior_draws", "read_metrics",
     "save_posterior", "select_task", "space_of", "to_inference_data",
 ]

@@ -31,9 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from pyro_base.genotype import Genotype
+from pyro_base.runlog import (
+    CHECKPOINT,
+    CONFIG,
+    GENOTYPES,
+    LOG,
+    METRICS,
+    POSTERIOR,
+    PRIOR_GENOTYPE,
+)
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "log.txt", "checkpoint.pt", "prior_genotype.json",
-             "genotypes", "posterior.nc")
+RUN_FILES = (CONFIG, METRICS, LOG, CHECKPOINT, PRIOR_GENOTYPE, GENOTYPES, POSTERIOR)
 
 
 class RunDirError(ValueError):
@@ -41,7 +49,7 @@ class RunDirError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunDir:
+class RunRecord:
     """A checked run directory: paths, and the records of ``metrics.jsonl``."""
 
     path: Path
@@ -102,7 +110,7 @@ def read_metrics(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
 
 
 def load_run(run_dir: str | os.PathLike, *,
-             require: tuple[str, ...] = ("checkpoint.pt",)) -> RunDir:
+             require: tuple[str, ...] = ("checkpoint.pt",)) -> RunRecord:
     """Check ``run_dir`` and read its ``metrics.jsonl`` (if present).
 
     :param require: files that must exist (names from the layout in the module docstring).
@@ -125,4 +133,4 @@ def load_run(run_dir: str | os.PathLike, *,
     metrics, events = ([], [])
     if (path / "metrics.jsonl").is_file():
         metrics, events = read_metrics(path / "metrics.jsonl")
-    return RunDir(path=path, metrics=metrics, adapt_events=events)
+    return RunRecord(path=path, metrics=metrics, adapt_events=events)

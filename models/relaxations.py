@@ -33,6 +33,8 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints, register_kl
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
+_EMPTY = torch.Size()
+
 
 def check_temperature(temperature: float) -> float:
     if not (isinstance(temperature, int | float) and math.isfinite(temperature)
@@ -71,7 +73,7 @@ class StraightThroughConcrete(torch.distributions.Distribution, TorchDistributio
         return StraightThroughConcrete(self.temperature,
                                        self.logits.expand(*batch_shape, self.logits.shape[-1]))
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         soft = self._soft.rsample(sample_shape).exp()
         hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft)
         return hard + (soft - soft.detach())  # forward value exactly one-hot

@@ -73,11 +73,11 @@ class MetaConfig:
     weight_prior: str = "learned"
     arch_prior: str = "learned"
     prior_scale: float = 0.1
-    beta: float = 0.01
+    beta: float = 0.001
     init_scale: float = 0.03
     # guide (inner loop)
     inner_steps: int = 5
-    inner_lr: float = 0.01
+    inner_lr: float = 0.03
     arch_lr: float | None = None
     inner_optimizer: str = "adam"
     inner_batch: int = 32
@@ -85,17 +85,17 @@ class MetaConfig:
     # meta-training
     mode: str = "reptile"
     inner_grad: str = "first"
-    steps: int = 30
+    steps: int = 24
     tasks_per_step: int = 4
     meta_lr: float = 1.0
     meta_lr_final: float = 0.1
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
-    tau_end: float = 0.3
+    tau_end: float = 0.5
     # adaptation to held-out tasks
     adapt_steps: int = 20
-    adapt_temperature: float = 0.3
-    num_samples: int = 8
+    adapt_temperature: float = 0.5
+    num_samples: int = 4
     # running
     device: str = "auto"
     seed: int = 0

@@ -126,13 +126,3 @@ class RunDir:
             tmp.write_text(json.dumps(_jsonable(data), indent=2))
             os.replace(tmp, path)
         return path
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a run directory or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics file at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -39,7 +39,6 @@ import torch
 import torch.distributed as tdist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from inference.adapt import Adaptation, adapt
 from inference.factory import (
     build_guide,
     build_meta_svi,
@@ -48,6 +47,7 @@ from inference.factory import (
     build_tasks,
     resolve_device,
 )
+from inference.heldout import format_table, genotype_summary, heldout_report
 from inference.meta_svi import MetaSVI, NonFiniteLossError
 from pyro_base.checkpoint import (
     CheckpointError,
@@ -58,7 +58,7 @@ from pyro_base.checkpoint import (
 )
 from pyro_base.config import ConfigError, MetaConfig
 from pyro_base.memory import InsufficientMemoryError, check_fits, estimate_memory
-from pyro_base.runlog import CONFIG, GENOTYPES, PRIOR_GENOTYPE, RunDir, safe_name
+from pyro_base.runlog import CONFIG, PRIOR_GENOTYPE, RunDir
 
 log = logging.getLogger("meta_svi")
 FAIL_AT_ENV = "PYRO_BASE_FAIL_AT"
@@ -231,58 +231,6 @@ def checkpoint_callback(run: RunDir, cfg: MetaConfig, space: Any, rank: int, wor
     return on_step
 
 
-def genotype_summary(genotype: Any) -> str:
-    """Compact op counts per cell, e.g. ``N[dil_conv_5x5:3 sep_conv_3x3:2 ...]``."""
-    parts = []
-    for cell, pairs in (("N", genotype.normal), ("R", genotype.reduce)):
-        counts: dict[str, int] = {}
-        for op, _ in pairs:
-            counts[op] = counts.get(op, 0) + 1
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        parts.append(f"{cell}[" + " ".join(f"{op}:{k}" for op, k in ranked) + "]")
-    return " ".join(parts)
-
-
-def heldout_report(cfg: MetaConfig, svi: MetaSVI, run: RunDir, space: Any,
-                   device: torch.device) -> list[dict[str, Any]]:
-    """Adapt from the meta-prior, the prior alone, and the untrained start; write genotypes."""
-    distribution = build_tasks(cfg, space)
-    tasks = distribution.tasks("test", cfg.n_heldout)
-    model, guide = svi.model, svi.guide
-    untrained = build_model(cfg, space, device=device)
-    untrained_guide = build_guide(cfg, untrained)
-    rows = []
-    for i, task in enumerate(tasks):
-        results: dict[str, Adaptation] = {}
-        for name, (m, g, steps) in {"meta": (model, guide, cfg.adapt_steps),
-                                    "prior_only": (model, guide, 0),
-                                    "untrained": (untrained, untrained_guide,
-                                                  cfg.adapt_steps)}.items():
-            torch.manual_seed(cfg.seed * 1000 + i)
-            results[name] = adapt(m, g, task, steps=steps, temperature=cfg.adapt_temperature,
-                                  num_samples=cfg.num_samples)
-        meta = results["meta"]
-        run.write_json(f"{GENOTYPES}/{safe_name(task.name)}.json", meta.genotype.to_dict())
-        row = {"event": "adapt", "task": task.name, "family": task.family,
-               "n_classes": task.n_classes, "steps": cfg.adapt_steps,
-               "query_accuracy": meta.query_accuracy,
-               "prior_only_accuracy": results["prior_only"].query_accuracy,
-               "untrained_accuracy": results["untrained"].query_accuracy,
-               "adapt_seconds": meta.seconds, "genotype": genotype_summary(meta.genotype)}
-        run.append_metrics(row)
-        rows.append(row)
-    return rows
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'task':34s} {'family':14s} {'meta':>6s} {'prior':>6s} {'untrn':>6s}  genotype"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['task']:34s} {r['family']:14s} {r['query_accuracy']:6.3f} "
-              f"{r['prior_only_accuracy']:6.3f} {r['untrained_accuracy']:6.3f}  {r['genotype']}")
-
-
 def main(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     device = resolve_device(cfg.device)
@@ -322,12 +270,12 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         prior = svi.guide.prior_posterior().genotype(space)
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
-        rows = heldout_report(cfg, svi, run, space, device)
+        rows = heldout_report(cfg, svi.model, svi.guide, run, device=device)
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks, query accuracy after {cfg.adapt_steps} adaptation steps "
               "(meta = from the meta-prior, prior = zero adaptation, untrn = from the "
               "untrained start):")
-        print_table(rows)
+        print(format_table(rows))
         print(f"\nrun directory: {run.path}")
     if world > 1:
         tdist.barrier()
