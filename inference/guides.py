@@ -38,10 +38,12 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
+from inference.functional_elbo import check_supported, functional_loss
 from models.base_model import BASEModel
 from models.relaxations import Relaxation, check_temperature
 
 ORDERS = ("none", "first", "second")
+ELBO_IMPLS = ("pyro", "functional")
 
 
 class AdaptedPosterior:
@@ -118,12 +120,17 @@ class OptimizationEmbeddingGuide:
     :param weight_posterior: ``"gaussian"`` or ``"delta"`` (point mass at the location).
     :param inner_optimizer: ``"adam"`` (functional, differentiable) or ``"sgd"``.
     :param batch_size: support minibatch per step (``None``: the whole support set).
+    :param elbo_impl: ``"pyro"`` (default): :class:`~pyro.infer.TraceMeanField_ELBO`;
+        ``"functional"``: the same loss written with plain tensor operations
+        (:func:`~inference.functional_elbo.functional_loss`), equal to the Pyro loss and its
+        gradients to float rounding on the same RNG state, without Pyro's per-step tracing.
+        Needs a :class:`~models.base_model.BASEModel` with an analytic-KL relaxation.
     """
 
     def __init__(self, model: BASEModel, *, inner_steps: int = 5, inner_lr: float = 0.01,
                  arch_lr: float | None = None, scale_lr: float | None = None,
                  weight_posterior: str = "gaussian", inner_optimizer: str = "adam",
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, elbo_impl: str = "pyro") -> None:
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         for name, value in (("inner_lr", inner_lr), ("arch_lr", arch_lr),
@@ -137,6 +144,11 @@ class OptimizationEmbeddingGuide:
             raise ValueError(f"inner_optimizer must be 'adam' or 'sgd', got {inner_optimizer!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if elbo_impl not in ELBO_IMPLS:
+            raise ValueError(f"elbo_impl must be one of {ELBO_IMPLS}, got {elbo_impl!r}")
+        if elbo_impl == "functional":
+            check_supported(model)
+        self.elbo_impl = elbo_impl
         self.model = model
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -167,6 +179,10 @@ class OptimizationEmbeddingGuide:
     def loss(self, post: AdaptedPosterior, x: torch.Tensor, y: torch.Tensor, *, size: int,
              n_classes: int, temperature: float) -> torch.Tensor:
         """Per-datum negative ELBO ``(beta / N) * (-ELBO)`` of ``post`` on a batch."""
+        if self.elbo_impl == "functional":
+            return functional_loss(self.model, post.params, x, y, size=size,
+                                   n_classes=n_classes, temperature=temperature,
+                                   weight_posterior=post.weight_posterior)
         with warnings.catch_warnings():
             # Straight-through z sites have a NaN log_prob by design (never scored; the
             # registered analytic KL is used): silence Pyro's per-trace NaN warning for them.

@@ -1,0 +1,129 @@
+"""The inner-loop negative ELBO of :class:`~models.base_model.BASEModel` without Pyro's tracing.
+
+:class:`~pyro.infer.TraceMeanField_ELBO` on the BASE model and an
+:class:`~inference.guides.AdaptedPosterior` computes, per datum (divided by ``N / beta``)::
+
+    L_hat = (1 / B) sum_{n in batch} -log p(y_n | x_n, theta, z)
+            + (beta / N) [ KL(q(theta) || p(theta)) + sum_c KL(Cat(softmax phi_c) || Cat(p_c)) ]
+
+with one reparameterised sample ``theta = loc + scale * eps`` (``eps ~ N(0, I)``; ``theta = loc``
+for a ``delta`` posterior, whose "KL" is ``-log p(loc)``) and, per cell type in ``W.cells``
+order, one log-space Concrete sample ``log z_c = log_softmax((log_softmax(phi_c) + g) / tau)``
+(``g`` Gumbel, drawn as ``-log(-log(u))`` from ``u = clamp_probs(rand)``), hard one-hot with the
+soft gradient for :class:`~models.relaxations.StraightThrough`. :func:`functional_loss` writes
+that out with plain tensor operations, drawing the noise with the same calls in the same order
+as Pyro's guide, so on the same RNG state it returns the Pyro loss (and gradients) to float
+rounding. It skips Pyro's effect handlers, trace bookkeeping and distribution validation.
+
+Supported: the weight priors :class:`~models.priors.LearnedGaussianPrior` and
+:class:`~models.priors.FixedGaussianPrior`, any :class:`~models.priors.ArchPrior`, and the
+relaxations ``Concrete(kl="analytic")`` and ``StraightThrough`` (:func:`check_supported`).
+``Concrete(kl="mc")`` scores samples with the relaxed density: use the Pyro ELBO for it.
+
+Usage::
+
+    check_supported(model)
+    loss = functional_loss(model, post.params, x, y, size=N, n_classes=5, temperature=0.5,
+                           weight_posterior="gaussian")   # == guide.loss(post, x, y, ...)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions.utils import clamp_probs
+
+from models.base_model import BASEModel
+from models.priors import FixedGaussianPrior, LearnedGaussianPrior, MetaParams
+from models.relaxations import Concrete, StraightThrough, categorical_kl, check_temperature
+
+
+def check_supported(model: object) -> None:
+    """Raise a ValueError unless :func:`functional_loss` reproduces the Pyro ELBO for ``model``."""
+    if not isinstance(model, BASEModel):
+        raise ValueError(f"the functional ELBO needs a BASEModel, got {type(model).__name__}; "
+                         "use elbo_impl='pyro'")
+    relax = model.relaxation
+    if not (isinstance(relax, StraightThrough)
+            or (isinstance(relax, Concrete) and relax.kl == "analytic")):
+        raise ValueError(f"the functional ELBO supports Concrete(kl='analytic') and "
+                         f"StraightThrough, got {relax!r}; use elbo_impl='pyro'")
+    if not isinstance(model.weight_prior, LearnedGaussianPrior | FixedGaussianPrior):
+        raise ValueError(f"the functional ELBO supports the Gaussian weight priors, got "
+                         f"{type(model.weight_prior).__name__}; use elbo_impl='pyro'")
+
+
+def _prior_loc_scale(model: BASEModel, W: MetaParams) -> tuple[torch.Tensor, torch.Tensor]:
+    prior = model.weight_prior
+    if isinstance(prior, FixedGaussianPrior):
+        return torch.full_like(W.mu, prior.loc), torch.full_like(W.mu, prior.scale)
+    return W.mu, W.log_sigma.exp()
+
+
+def gaussian_kl(q_loc: torch.Tensor, q_scale: torch.Tensor, p_loc: torch.Tensor,
+                p_scale: torch.Tensor) -> torch.Tensor:
+    """``sum KL(N(q_loc, q_scale) || N(p_loc, p_scale))``, written as torch writes it."""
+    var_ratio = (q_scale / p_scale).pow(2)
+    t1 = ((q_loc - p_loc) / p_scale).pow(2)
+    return (0.5 * (var_ratio + t1 - 1 - var_ratio.log())).sum()
+
+
+def gaussian_log_prob(value: torch.Tensor, loc: torch.Tensor,
+                      scale: torch.Tensor) -> torch.Tensor:
+    """``sum log N(value; loc, scale)``."""
+    var = scale**2
+    return (-((value - loc) ** 2) / (2 * var) - scale.log()
+            - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=value.dtype))).sum()
+
+
+def concrete_log_sample(phi: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One log-space Concrete sample with logits ``phi`` [E, K] (torch's ExpRelaxedCategorical)."""
+    u = clamp_probs(torch.rand(phi.shape, dtype=phi.dtype, device=phi.device))
+    gumbels = -((-(u.log())).log())
+    scores = (phi - phi.logsumexp(-1, keepdim=True) + gumbels) / temperature
+    return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor, *, size: int, n_classes: int | None, temperature: float,
+                    weight_posterior: str = "gaussian") -> torch.Tensor:
+    """Per-datum negative ELBO ``(beta / N) * (-ELBO)``: the Pyro-free twin of
+    :meth:`~inference.guides.OptimizationEmbeddingGuide.loss`.
+
+    :param params: posterior parameters ``mu``, ``log_sigma`` (unused for ``delta``) and
+        ``alpha_<cell>``, as in :class:`~inference.guides.AdaptedPosterior`.
+    :param size: the task size ``N`` (the batch ``x`` may be a subsample of it).
+    """
+    W: MetaParams = model._modules["W"]  # type: ignore[assignment]
+    check_temperature(temperature)
+    if n_classes is not None and not 2 <= n_classes <= model.space.n_classes:
+        raise ValueError(f"n_classes must be in [2, {model.space.n_classes}] for this search "
+                         f"space, got {n_classes}")
+    batch = x.shape[0]
+    if size < batch:
+        raise ValueError(f"size (task size {size}) must be >= the batch size {batch}")
+    p_loc, p_scale = _prior_loc_scale(model, W)
+    loc = params["mu"]
+    if weight_posterior == "delta":
+        theta = loc
+        kl = -gaussian_log_prob(loc, p_loc, p_scale)
+    else:
+        q_scale = params["log_sigma"].exp()
+        eps = torch.empty_like(loc).normal_()  # Normal.rsample's draw
+        theta = loc + eps * q_scale
+        kl = gaussian_kl(loc, q_scale, p_loc, p_scale)
+    hard = isinstance(model.relaxation, StraightThrough)
+    z = {}
+    for cell in W.cells:
+        phi = params[f"alpha_{cell}"]
+        log_z = concrete_log_sample(phi, temperature)
+        if hard:
+            soft = log_z.exp()
+            one_hot = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft)
+            z[cell] = one_hot + (soft - soft.detach())
+        else:
+            z[cell] = log_z.exp()
+        kl = kl + categorical_kl(phi, model.arch_prior.logits(W, cell)).sum()
+    logits = model.net_logits(x, theta, z, n_classes)
+    nll = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+    scale = size / batch / model.beta
+    return (kl + scale * nll) * (model.beta / size)
