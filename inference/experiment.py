@@ -64,7 +64,7 @@ class ExperimentConfig:
     """Budgets of one experiment run; :meth:`preset` gives the smoke / cpu / gpu sizes."""
 
     space: str = "cpu"                  # search-space preset of BASE and every baseline
-    meta_steps: int = 24                # meta-steps of Algorithm 1
+    meta_steps: int = 60                # meta-steps of Algorithm 1
     tasks_per_step: int = 4
     inner_steps: int = 5                # T during meta-training
     meta_support: int = 96              # support / query images of a meta-training task
@@ -74,7 +74,7 @@ class ExperimentConfig:
     search_batch: int = 32
     darts_multiplier: int = 10
     random_candidates: int = 4
-    adapt_temperature: float = 0.3
+    adapt_temperature: float = 0.5      # = the main job's tau floor
     num_samples: int = 2                # predictive draws for the supernet's query accuracy
     target_support: int = 200           # train / test images of a held-out target
     target_query: int = 200

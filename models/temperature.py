@@ -1,7 +1,8 @@
 """Temperature schedules ``tau(step)`` for the relaxed architecture sites.
 
 SNAS anneals the Gumbel-softmax temperature from 1.0 towards 0.03-0.3; BASE leaves it open. Our
-default is :class:`ExponentialTemperature` from 1.0 with a floor of 0.3 (see README).
+default (``scripts/meta_svi.py``) is :class:`ExponentialTemperature` from 1.0 with a floor of
+0.5 (see README).
 
 Usage::
 
@@ -33,9 +34,7 @@ class ConstantTemperature:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LinearTemperature:
-    """``start -> end`` linearly over ``steps``, then ``end`` (the floor)."""
-
+class _Annealed:
     start: float = 1.0
     end: float = 0.3
     steps: int = 100
@@ -46,28 +45,24 @@ class LinearTemperature:
         if self.steps < 1:
             raise ValueError(f"temperature steps must be >= 1, got {self.steps}")
 
-    def __call__(self, step: int) -> float:
-        frac = min(max(step, 0) / self.steps, 1.0)
-        return self.start + (self.end - self.start) * frac
+    def fraction(self, step: int) -> float:
+        return min(max(step, 0) / self.steps, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExponentialTemperature:
-    """``start * (end / start) ** (step / steps)``, floored at ``end``."""
-
-    start: float = 1.0
-    end: float = 0.3
-    steps: int = 100
-
-    def __post_init__(self) -> None:
-        _positive("temperature start", self.start)
-        _positive("temperature end", self.end)
-        if self.steps < 1:
-            raise ValueError(f"temperature steps must be >= 1, got {self.steps}")
+class LinearTemperature(_Annealed):
+    """``start -> end`` linearly over ``steps``, then ``end`` (the floor)."""
 
     def __call__(self, step: int) -> float:
-        frac = min(max(step, 0) / self.steps, 1.0)
-        return self.start * (self.end / self.start) ** frac
+        return self.start + (self.end - self.start) * self.fraction(step)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExponentialTemperature(_Annealed):
+    """``start * (end / start) ** (step / steps)``, floored at ``end``."""
+
+    def __call__(self, step: int) -> float:
+        return self.start * (self.end / self.start) ** self.fraction(step)
 
 
 TemperatureSchedule = ConstantTemperature | LinearTemperature | ExponentialTemperature

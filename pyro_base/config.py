@@ -85,7 +85,7 @@ class MetaConfig:
     # meta-training
     mode: str = "reptile"
     inner_grad: str = "first"
-    steps: int = 24
+    steps: int = 60
     tasks_per_step: int = 4
     meta_lr: float = 1.0
     meta_lr_final: float = 0.1

@@ -12,7 +12,7 @@ There are two cell types, ``normal`` and ``reduce``, each with its own ``z`` of 
 
 Usage::
 
-    space = SearchSpace.preset("cpu")          # 16x16 inputs, 1x1 stem, 3 cells
+    space = SearchSpace.preset("cpu")          # 16x16 inputs, 1x1 stem, 2 cells
     space = SearchSpace.preset("darts")        # the DARTS CIFAR-10 search network
     space = SearchSpace(ops=("skip_connect", "sep_conv_3x3"), nodes=2, cells=2, channels=8,
                         input_size=16, n_classes=5)
@@ -155,13 +155,13 @@ class SearchSpace:
         """Named configurations.
 
         * ``darts``: the DARTS CIFAR-10 search network (8 cells, C=16, 4 nodes, 8 ops, 32x32).
-        * ``cpu``: the embedded 16x16 tasks on a laptop CPU (1x1 stem, 3 cells with the middle
-          one reducing, C=8, 3 nodes, the 8 DARTS ops).
+        * ``cpu``: the embedded 16x16 tasks on a laptop CPU (1x1 stem, a normal and a reduction
+          cell, C=8, 2 nodes, the 8 DARTS ops; ~0.13 s per inner step at batch 32 on one core).
         * ``tiny``: the smallest useful space, for tests (2 cells, C=4, 2 nodes).
         """
         presets: dict[str, dict[str, Any]] = {
             "darts": dict(),
-            "cpu": dict(cells=3, reductions=(1,), channels=8, nodes=3, stem_multiplier=2,
+            "cpu": dict(cells=2, reductions=(1,), channels=8, nodes=2, stem_multiplier=2,
                         stem_kernel=1, input_size=16),
             "tiny": dict(cells=2, reductions=(1,), channels=4, nodes=2, stem_multiplier=1,
                          stem_kernel=1, input_size=12, n_classes=5),
