@@ -44,7 +44,7 @@ def test_two_ranks_match_single_process_and_only_rank0_writes(tmp_path):
     assert log.count("run dir ") == 1 and "world 2" in log
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["checkpoint.pt", "config.yaml", "genotypes", "log.txt", "metrics.jsonl",
-         "prior_genotype.json"])
+         "posterior.nc", "prior_genotype.json"])
 
 
 def test_rank_failure_exits_nonzero_and_resume_with_one_process(tmp_path):
