@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from inference.guides import ORDERS, OptimizationEmbeddingGuide
 from models.base_model import BASEModel
 from models.temperature import ConstantTemperature, TemperatureSchedule
-from pyro_base.ops import PARAMETER_FREE_OPS
+from pyro_base.genotype import decode, n_parameter_free
 from pyro_base.tasks.base import Task, TaskDistribution
 
 log = logging.getLogger(__name__)
@@ -251,9 +251,7 @@ class MetaSVI:
         probs = {c: self.model.W.alpha(c).detach().softmax(-1) for c in self.model.W.cells}
         entropy = float(np.mean([-(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
                                  for p in probs.values()]))
-        ops = self.model.space.ops
-        free = sum(ops[k] in PARAMETER_FREE_OPS and ops[k] != "none"
-                   for p in probs.values() for k in _masked_argmax(p, ops))
+        free = n_parameter_free(decode(probs, space=self.model.space))  # genotype of alpha
         return {"step": step, "loss": loss, "temperature": tau, "meta_lr": self.lr_at(step),
                 "arch_entropy": entropy, "param_free_ops": int(free), "tasks": per_task,
                 "n_good": good, "n_tasks": n_tasks, "n_skipped_total": self.n_skipped}
@@ -296,11 +294,3 @@ class MetaSVI:
         self.n_skipped = int(state.get("n_skipped", 0))
         self._bad_streak = int(state.get("bad_streak", 0))
         self._last_finite = self.losses[-1] if self.losses else None
-
-
-def _masked_argmax(probs: torch.Tensor, ops: tuple[str, ...]) -> list[int]:
-    """Per edge, the most probable op other than ``none``."""
-    p = probs.clone()
-    if "none" in ops:
-        p[:, ops.index("none")] = -1.0
-    return p.argmax(-1).tolist()
