@@ -243,6 +243,16 @@ class OptimizationEmbeddingGuide:
             params = {n: p.detach() for n, p in params.items()}
         return self.posterior(params), losses
 
+    def freeze(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
+               temperature: float, steps: int | None = None) -> AdaptedPosterior:
+        """Adapt once to ``(x, y)`` and return the frozen posterior (detached from ``W``).
+
+        ``Predictive(model, guide=guide.freeze(...))`` and the ArviZ export then draw from it
+        without re-running the inner loop for every sample.
+        """
+        post, _ = self.adapt(x, y, n_classes=n_classes, temperature=temperature, steps=steps)
+        return post
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
                  size: int | None = None, n_classes: int | None = None,
                  temperature: float = 1.0) -> None:

@@ -377,3 +377,24 @@ def test_priors_swap_by_argument():
     lp = tr.nodes["theta"]["log_prob_sum"] + tr.nodes["z_normal"]["log_prob_sum"]
     g_sigma, g_alpha = torch.autograd.grad(lp, [W.log_sigma, W.alpha("normal")])
     assert g_sigma.abs().sum() > 0 and g_alpha.abs().sum() > 0
+
+
+def test_freeze_gives_a_fixed_posterior_that_predictive_draws_from():
+    from pyro.infer import Predictive
+
+    model = _tiny_model()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=3)
+    x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 5, (8,))
+    post = guide.freeze(x, y, n_classes=5, temperature=1.0)
+    assert all(not p.requires_grad for p in post.params.values())
+    assert not torch.equal(post.params["mu"], model.W.mu.detach())
+    draws = Predictive(model, guide=post, num_samples=3,
+                       return_sites=["_RETURN", "z_normal"])(x, None, n_classes=5,
+                                                             temperature=1.0)
+    assert draws["_RETURN"].shape == (3, 8, 5)
+    assert draws["z_normal"].shape[-2:] == model.space.z_shape
+    again = Predictive(model, guide=post, num_samples=3, return_sites=["z_normal"])(
+        x, None, n_classes=5, temperature=1.0)
+    assert not torch.equal(again["z_normal"], draws["z_normal"])  # fresh draws, same q
+    prior = guide.freeze(x, y, n_classes=5, temperature=1.0, steps=0)  # no steps: q = W
+    assert torch.equal(prior.params["mu"], model.W.mu.detach())
