@@ -15,7 +15,7 @@ the same recipe for every seed, and writes to --out:
 
 Usage::
 
-    python scripts/experiment.py --preset smoke --out /tmp/exp          # ~30 s, for tests
+    python scripts/experiment.py --preset smoke --out runs/exp-smoke         # ~30 s, for tests
     OMP_NUM_THREADS=1 python scripts/experiment.py --preset cpu --out runs/experiment
     python scripts/experiment.py --preset gpu --data-dir ~/data --out runs/experiment-gpu
 

@@ -7,12 +7,13 @@
 # see docs/performance.md: pyro_ppl-1.9.2-py3-none-any.whl, pyro_api-0.1.2-py3-none-any.whl).
 # Writes $OUT/bench_64.json, $OUT/bench_256.json and $OUT/bench.log.
 set -uo pipefail
-OUT=${OUT:-/tmp/bench_out}
+OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then
+  SITE=$(mktemp -d)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
+    --target "$SITE" .whl/*.whl || exit 1
+  export PYTHONPATH=$SITE
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 {

@@ -26,6 +26,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ def _positive(name: str, value: int | None, allow_none: bool = False) -> None:
                          f"got {value!r}")
 
 
-class ClassSubsetSource:
+class ClassSubsetSource(ABC):
     """Base class of the on-disk task distributions (see the module docstring).
 
     Tasks: ``n_classes`` classes (None: all classes of the split) drawn by ``rng`` from the
@@ -150,8 +151,9 @@ class ClassSubsetSource:
         return self.data_dir
 
     # ---- hook -------------------------------------------------------------------------------
+    @abstractmethod
     def _load(self) -> Loaded:
-        raise NotImplementedError
+        """Read the source's files (called once, lazily)."""
 
     # ---- splits -----------------------------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,9 @@ class _UserData(ClassSubsetSource):
         self.test_fraction = test_fraction
         self._stats = None if mean is None else (tuple(mean), tuple(std))  # type: ignore[arg-type]
 
+    @abstractmethod
     def _read(self) -> tuple[Pool, list[str]]:
-        raise NotImplementedError
+        """All examples and the class names."""
 
     def _load(self) -> Loaded:
         pool, names = self._read()
