@@ -110,7 +110,7 @@ class ExperimentConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExperimentConfig:
         """``smoke`` (tiny space, 2 targets, 1 seed: ~20 s), ``cpu`` (cpu space, S=16, 3 seeds,
-        7 targets: ~15-22 min on 2 cores, measured per component), ``gpu`` (DARTS space at
+        7 targets: 10.6 min measured on 2 cores, docs/results.md), ``gpu`` (DARTS space at
         32x32, S=16 at batch 64; estimated ~15 min on an H200 for the 7 built-in targets from
         DESIGN.md's 0.35 s per supernet pass, not run here); ``overrides`` replace fields."""
         presets: dict[str, dict[str, Any]] = {
