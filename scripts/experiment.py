@@ -43,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="experiment.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets: smoke = tiny space, 1 meta-step, S=2, 2 targets, 1 seed; "
-               "cpu = cpu space, 24 meta-steps x 4 tasks x T=5, S=16 (DARTS-10x: 160 passes), "
-               "train 6 epochs C=8 3 cells, 3 seeds, 7 targets, ~15-22 min on 2 cores; gpu = DARTS "
-               "space, 20 meta-steps x 4 x T=3, S=16 at batch 64, train 10 epochs C=16 8 "
-               "cells, 3 seeds (estimated ~15 min on an H200 for 7 targets; --targets to trim)."
+               "cpu = cpu space, 60 meta-steps x 4 tasks x T=5, S=16 (DARTS-10x: 160 "
+               "passes), train 6 epochs C=8 3 cells, 3 seeds, 7 targets, 10.6 min measured "
+               "on 2 cores; gpu = DARTS space, 20 meta-steps x 4 x T=3, S=16 at batch 64, "
+               "train 10 epochs C=16 8 cells, 3 seeds (estimated ~15 min on an H200 for 7 "
+               "targets; --targets to trim)."
                " Meta-training data: procedural families + digits 0-4 (smoke: procedural).")
     p.add_argument("--preset", choices=PRESETS, default="cpu", help="budgets (default: cpu)")
     p.add_argument("--out", type=Path, default=None,
