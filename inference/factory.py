@@ -81,7 +81,7 @@ def build_guide(cfg: MetaConfig, model: BASEModel) -> OptimizationEmbeddingGuide
                                       inner_lr=cfg.inner_lr, arch_lr=cfg.arch_lr,
                                       weight_posterior=cfg.weight_posterior,
                                       inner_optimizer=cfg.inner_optimizer,
-                                      batch_size=cfg.inner_batch)
+                                      batch_size=cfg.inner_batch, elbo_impl=cfg.elbo_impl)
 
 
 def build_meta_svi(cfg: MetaConfig, model: BASEModel,

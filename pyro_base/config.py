@@ -35,6 +35,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "inner_grad": ("first", "second"),
     "inner_optimizer": ("adam", "sgd"),
     "weight_posterior": ("gaussian", "delta"),
+    "elbo_impl": ("pyro", "functional"),
     "relaxation": ("concrete", "straight_through"),
     "kl": ("analytic", "mc"),
     "weight_prior": ("learned", "fixed"),
@@ -82,6 +83,7 @@ class MetaConfig:
     inner_optimizer: str = "adam"
     inner_batch: int = 32
     weight_posterior: str = "gaussian"
+    elbo_impl: str = "pyro"
     # meta-training
     mode: str = "reptile"
     inner_grad: str = "first"
