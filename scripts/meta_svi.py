@@ -87,6 +87,7 @@ HELP = {
     "meta_lr": "meta step size lambda (decays linearly to meta_lr * meta_lr_final)",
     "tau_schedule": "temperature schedule over meta-steps",
     "adapt_steps": "inner steps when adapting to a held-out task",
+    "posterior_draws": "draws per held-out task in posterior.nc (az.loo needs ~64+)",
     "device": "auto picks CUDA when available",
     "deterministic": "torch deterministic algorithms (bit-reproducible resume)",
     "nan_policy": "on a NaN/Inf task loss: stop, or skip that task",
