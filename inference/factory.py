@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from inference._training import resolve_device  # noqa: F401  (re-exported for the scripts)
 from inference.guides import OptimizationEmbeddingGuide
 from inference.meta_svi import MetaSVI
 from models.base_model import BASEModel
@@ -34,14 +35,6 @@ from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks import get_task_distribution
 from pyro_base.tasks.base import TaskDistribution
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 def build_space(cfg: MetaConfig) -> SearchSpace:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
@@ -260,8 +261,9 @@ class OptimizationEmbeddingGuide:
         if y is None:
             raise ValueError("OptimizationEmbeddingGuide needs labels to adapt; adapt once with "
                              "guide.adapt(...) and pass the returned posterior to Predictive")
-        post, _ = self.adapt(x, y, n_classes=n_classes, temperature=temperature,
-                             order="first")
+        with poutine.block():  # the inner loop's own traces stay out of the caller's trace
+            post, _ = self.adapt(x, y, n_classes=n_classes, temperature=temperature,
+                                 order="first")
         post(x, y, size=size, n_classes=n_classes, temperature=temperature)
 
 

@@ -22,6 +22,7 @@ import torch
 from inference.adapt import Adaptation, adapt
 from inference.factory import build_guide, build_model, build_space, build_tasks
 from inference.guides import AdaptedPosterior, OptimizationEmbeddingGuide
+from inference.meta_svi import task_seed
 from inference.posterior import posterior_draws, save_posterior, to_inference_data
 from models.base_model import BASEModel
 from pyro_base.config import MetaConfig
@@ -57,7 +58,8 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddi
                                     "prior_only": (model, guide, 0),
                                     "untrained": (untrained, untrained_guide,
                                                   cfg.adapt_steps)}.items():
-            torch.manual_seed(cfg.seed * 1000 + i)
+            # seeded as meta-step `steps` (never a training step); the same for all three starts
+            torch.manual_seed(task_seed(cfg.seed, cfg.steps, i))
             results[name] = adapt(m, g, task, steps=steps, temperature=cfg.adapt_temperature,
                                   num_samples=cfg.num_samples)
         meta = results["meta"]
@@ -87,7 +89,7 @@ def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbedd
     source = {**posteriors, "prior": guide.prior_posterior()}
     draws = posterior_draws(model, source, tasks, cfg.posterior_draws,
                             temperature=cfg.adapt_temperature, include_prior=True,
-                            theta_depth=2, seed=cfg.seed)
+                            steps=cfg.adapt_steps, theta_depth=2, seed=cfg.seed)
     path = save_posterior(to_inference_data(draws, space=model.space), run / POSTERIOR)
     log.info("wrote %s", path)
 

@@ -164,14 +164,19 @@ class MetaSVI:
                 continue
             record = self._task_update(task.to(device), c, step, tau, acc, len(tasks))
             per_task.append(record)
-        n_good = torch.tensor([sum(r["ok"] for r in per_task)], dtype=torch.float64,
+        key = "query_loss" if self.mode == "maml" else "inner_last"
+        ok = [r for r in per_task if r["ok"]]
+        # [good tasks, sum of their losses]: summed over ranks with the deltas, so the logged
+        # loss is the mean over *all* tasks of the step, whatever the world size
+        counts = torch.tensor([len(ok), sum(r[key] for r in ok)], dtype=torch.float64,
                               device=device)
         flat = torch.cat([a.reshape(-1) for a in acc.values()])
         if world > 1:
             tdist.all_reduce(flat)
-            tdist.all_reduce(n_good)
-        good = int(n_good.item())
-        metrics = self._summarise(step, tau, per_task, good, len(tasks))
+            tdist.all_reduce(counts)
+        good = int(counts[0].item())
+        loss = float(counts[1].item()) / good if good else float("nan")
+        metrics = self._summarise(step, tau, per_task, good, len(tasks), loss)
         if good == 0:
             self._bad_streak += 1
             if self._bad_streak >= self.max_bad_steps:
@@ -244,10 +249,8 @@ class MetaSVI:
         warnings.warn(msg + "; skipping this task's contribution", RuntimeWarning, stacklevel=3)
 
     def _summarise(self, step: int, tau: float, per_task: list[dict[str, Any]], good: int,
-                   n_tasks: int) -> dict[str, Any]:
-        ok = [r for r in per_task if r["ok"]]
-        key = "query_loss" if self.mode == "maml" else "inner_last"
-        loss = float(np.mean([r[key] for r in ok])) if ok else float("nan")
+                   n_tasks: int, loss: float) -> dict[str, Any]:
+        """The step's metrics; ``tasks`` lists this rank's tasks (all of them on one process)."""
         probs = {c: self.model.W.alpha(c).detach().softmax(-1) for c in self.model.W.cells}
         entropy = float(np.mean([-(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
                                  for p in probs.values()]))

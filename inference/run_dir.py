@@ -63,26 +63,26 @@ class RunRecord:
 
     @property
     def checkpoint(self) -> Path | None:
-        return self.file("checkpoint.pt")
+        return self.file(CHECKPOINT)
 
     @property
     def posterior(self) -> Path | None:
-        return self.file("posterior.nc")
+        return self.file(POSTERIOR)
 
     def config(self) -> dict[str, Any] | None:
         """``config.yaml`` as a dict (``None`` if absent)."""
         import yaml
 
-        p = self.file("config.yaml")
+        p = self.file(CONFIG)
         return None if p is None else yaml.safe_load(p.read_text()) or {}
 
     def prior_genotype(self) -> Genotype | None:
-        p = self.file("prior_genotype.json")
+        p = self.file(PRIOR_GENOTYPE)
         return None if p is None else Genotype.load(p)
 
     def genotypes(self) -> dict[str, Genotype]:
         """``genotypes/<task>.json`` by task name (empty if the folder is absent)."""
-        folder = self.path / "genotypes"
+        folder = self.path / GENOTYPES
         if not folder.is_dir():
             return {}
         return {p.stem: Genotype.load(p) for p in sorted(folder.glob("*.json"))}
@@ -110,7 +110,7 @@ def read_metrics(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
 
 
 def load_run(run_dir: str | os.PathLike, *,
-             require: tuple[str, ...] = ("checkpoint.pt",)) -> RunRecord:
+             require: tuple[str, ...] = (CHECKPOINT,)) -> RunRecord:
     """Check ``run_dir`` and read its ``metrics.jsonl`` (if present).
 
     :param require: files that must exist (names from the layout in the module docstring).
@@ -127,10 +127,10 @@ def load_run(run_dir: str | os.PathLike, *,
     if missing:
         present = sorted(p.name for p in path.iterdir()) or ["nothing"]
         hint = (" (no checkpoint: did meta-training finish, or is this the parent of the run "
-                "directory?)" if "checkpoint.pt" in missing else "")
+                "directory?)" if CHECKPOINT in missing else "")
         raise RunDirError(f"run directory {path} has no {', '.join(missing)}{hint}; "
                           f"it holds: {', '.join(present)}")
     metrics, events = ([], [])
-    if (path / "metrics.jsonl").is_file():
-        metrics, events = read_metrics(path / "metrics.jsonl")
+    if (path / METRICS).is_file():
+        metrics, events = read_metrics(path / METRICS)
     return RunRecord(path=path, metrics=metrics, adapt_events=events)

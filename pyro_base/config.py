@@ -50,7 +50,7 @@ _AT_LEAST_1 = {"steps", "tasks_per_step", "inner_batch", "n_support", "n_query",
                "max_bad_steps", "checkpoint_every", "num_samples", "posterior_draws"}
 _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed"}
 # timedelta and torch.manual_seed overflow beyond these
-_AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**63 - 1}
+_AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
 
 @dataclass(frozen=True, kw_only=True)

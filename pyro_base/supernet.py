@@ -4,8 +4,10 @@ Every edge ``e`` of a cell computes the mixed op ``sum_k z[e, k] * op_k(h)`` (DA
 with ``z = {"normal": Tensor[E, K], "reduce": Tensor[E, K]}`` any simplex (or non-negative)
 weights: relaxed one-hot samples, softmax probabilities, or hard one-hot samples. An op whose
 weight is exactly zero on an edge is not computed at all, so hard samples only run the selected
-op per edge (GDAS-style) and the output is identical to computing it times zero. Pass
-``skip_zero=False`` where data-dependent control flow is unwanted (CUDA-graph capture).
+op per edge (GDAS-style) and the output is identical to computing it times zero; the gradient
+w.r.t. a skipped op's weight is then 0 rather than ``<dL/dout, op_k(h)>``. Pass
+``skip_zero=False`` for that gradient, or where data-dependent control flow is unwanted
+(CUDA-graph capture).
 
 The supernet knows nothing of Pyro. A Pyro site owns its weights through :class:`ParamSpec`:
 ``theta`` is one flat vector and :func:`functional_forward` runs the net with it.

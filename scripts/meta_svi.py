@@ -159,10 +159,29 @@ def init_distributed(cfg: MetaConfig, device: torch.device) -> tuple[int, int, t
 def check_memory(cfg: MetaConfig, space: Any, device: torch.device) -> None:
     """Estimate one inner step's memory and raise InsufficientMemoryError if it cannot fit."""
     unrolled = cfg.inner_steps if cfg.mode == "maml" and cfg.inner_grad == "second" else 1
-    est = estimate_memory(space, min(cfg.inner_batch, cfg.n_support),
+    batch = min(cfg.inner_batch, cfg.n_support)
+    if cfg.mode == "maml":  # the meta-loss is a forward-backward pass on the whole query set
+        batch = max(batch, cfg.n_query)
+    est = estimate_memory(space, batch,
                           unrolled_steps=max(unrolled, 1),
                           straight_through=cfg.relaxation == "straight_through")
     check_fits(est, device)
+
+
+RESUME_MAY_CHANGE = frozenset({
+    "steps", "n_heldout", "adapt_steps", "adapt_temperature", "num_samples", "posterior_draws",
+    "device", "checkpoint_every", "collective_timeout", "nan_policy", "max_bad_steps"})
+
+
+def check_resumable(cfg: MetaConfig, saved: dict[str, Any], path: Path) -> None:
+    """Refuse a resume whose settings change what the saved meta-steps computed."""
+    current = cfg.to_dict()
+    changed = sorted(k for k, v in saved.items()
+                     if k not in RESUME_MAY_CHANGE and k in current and current[k] != v)
+    if changed:
+        diff = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+        raise ConfigError(f"--resume: {path} was trained with other settings ({diff}); only "
+                          f"{sorted(RESUME_MAY_CHANGE)} may change on resume")
 
 
 def check_tasks_fit(cfg: MetaConfig, distribution: Any, space: Any) -> None:
@@ -235,12 +254,15 @@ def checkpoint_callback(run: RunDir, cfg: MetaConfig, space: Any, rank: int, wor
 
 def main(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
-    device = resolve_device(cfg.device)
+    try:  # values MetaConfig accepts but the device, search space or task source refuse
+        device = resolve_device(cfg.device)
+        space = build_space(cfg)
+        distribution = build_tasks(cfg, space)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     rank, world, device = init_distributed(cfg, device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    space = build_space(cfg)
-    distribution = build_tasks(cfg, space)
     check_tasks_fit(cfg, distribution, space)
     if not getattr(args, "no_memory_check", False):
         check_memory(cfg, space, device)
@@ -253,14 +275,18 @@ def main(args: argparse.Namespace) -> int:
     if os.environ.get(FAIL_AT_ENV):
         distribution = FaultyTasks(distribution, svi, rank, os.environ[FAIL_AT_ENV])
     if getattr(args, "resume", None) is not None and run.checkpoint.exists():
-        state = load_checkpoint(run.checkpoint, space=space, map_location=device)
+        # RNG states must stay on the CPU; load_state_dict copies W onto the device
+        state = load_checkpoint(run.checkpoint, space=space, map_location="cpu")
+        check_resumable(cfg, state.get("config", {}), run.checkpoint)
         svi.load_state_dict(state["svi"])
         set_rng_state(state["rng"])
         run.truncate_metrics(svi.step_count)
         for stale in run.remove_stale_temps():
             log.warning("removed %s, left by a run killed while saving", stale)
         log.info("resumed %s at meta-step %d", run.path, svi.step_count)
-    elif rank == 0:
+    else:
+        run.truncate_metrics(0)  # a fresh start in a used directory keeps no old step lines
+    if rank == 0:
         cfg.to_yaml(run / CONFIG)
     log.info("run dir %s; %s; %d weights; device %s; world %d", run.path, space,
              model.spec.size, device, world)
@@ -269,6 +295,9 @@ def main(args: argparse.Namespace) -> int:
     svi.run(distribution, cfg.steps, callback=checkpoint_callback(run, cfg, space, rank, world),
             progress=not getattr(args, "no_progress", False))
     log.info("meta-training done in %.1f s", time.perf_counter() - start)
+    if world > 1:  # the held-out report is rank 0's alone: nobody waits on a collective
+        tdist.barrier()
+        tdist.destroy_process_group()
     if rank == 0:
         prior = svi.guide.prior_posterior().genotype(space)
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
@@ -279,9 +308,6 @@ def main(args: argparse.Namespace) -> int:
               "untrained start):")
         print(format_table(rows))
         print(f"\nrun directory: {run.path}")
-    if world > 1:
-        tdist.barrier()
-        tdist.destroy_process_group()
     return 0
 
 

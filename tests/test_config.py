@@ -82,6 +82,9 @@ def cli(monkeypatch):
     (["--tasks-per-step", "0"], "error: command line: tasks_per_step must be >= 1"),
     (["--tau-start", "0"], "error: command line: tau_start must be a finite number > 0"),
     (["--resume", "/nonexistent/run"], "error: --resume /nonexistent/run: no config.yaml"),
+    (["--channels", "7"], "error: channels must be even"),
+    (["--families", "motiff"], "error: families must be a non-empty subset of"),
+    (["--n-support", "3"], "error: n_support must be >= the largest n_classes"),
 ])
 def test_cli_bad_values_exit_2_with_message(cli, capsys, argv, message):
     assert cli([*argv, "--no-progress"]) == 2

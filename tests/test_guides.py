@@ -398,3 +398,15 @@ def test_freeze_gives_a_fixed_posterior_that_predictive_draws_from():
     assert not torch.equal(again["z_normal"], draws["z_normal"])  # fresh draws, same q
     prior = guide.freeze(x, y, n_classes=5, temperature=1.0, steps=0)  # no steps: q = W
     assert torch.equal(prior.params["mu"], model.W.mu.detach())
+
+
+def test_the_guide_runs_as_a_pyro_guide_with_labels():
+    """Inside an outer trace the inner loop's own sample sites must not leak into it."""
+    model = _tiny_model()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=2)
+    x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 5, (8,))
+    trace = poutine.trace(guide).get_trace(x, y, n_classes=5, temperature=1.0)
+    assert {n for n, site in trace.nodes.items() if site["type"] == "sample"} == {
+        "theta", "z_normal", "z_reduce"}
+    loss = TraceMeanField_ELBO().loss(model, guide, x, y, n_classes=5, temperature=1.0)
+    assert math.isfinite(loss)

@@ -48,3 +48,22 @@ def test_one_step_smoke_run_writes_the_run_directory(tmp_path):
     assert len(list((run / "genotypes").glob("*.json"))) == 2
     idata = load_posterior(run / "posterior.nc")
     assert list(idata.posterior["task"].values)[-1] == "prior"
+
+
+def test_resume_refuses_changed_settings_and_extends_steps(tmp_path):
+    run = tmp_path / "run"
+    base = ("--preset", "tiny", "--tasks-per-step", "2", "--inner-steps", "1", "--n-support",
+            "20", "--n-query", "20", "--n-heldout", "1", "--adapt-steps", "1", "--num-samples",
+            "2", "--posterior-draws", "2", "--no-progress")
+    assert _run(*base, "--steps", "1", "--run-dir", str(run)).returncode == 0
+    r = _run("--resume", str(run), "--inner-lr", "0.5")
+    assert r.returncode == 2
+    assert "trained with other settings (inner_lr: 0.03 -> 0.5)" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run("--resume", str(run), "--steps", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 2
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["svi"]["step"] == 2
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "event" not in json.loads(line)]
+    assert steps == [0, 1]
