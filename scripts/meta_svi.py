@@ -8,7 +8,7 @@ start. Everything is written to a run directory (see pyro_base/runlog.py).
 
     python scripts/meta_svi.py                                   # defaults, ~3 min on 2 cores
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
-    python scripts/meta_svi.py --resume runs/meta_svi-XXXX       # continue where it stopped
+    python scripts/meta_svi.py --resume runs/meta_svi-20261130-0100  # continue a run
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
 
 Before anything is allocated the supernet's memory is estimated (``pyro_base.memory``) and the
