@@ -75,7 +75,7 @@ def gaussian_log_prob(value: torch.Tensor, loc: torch.Tensor,
             - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=value.dtype))).sum()
 
 
-def concrete_log_sample(phi: torch.Tensor, temperature: float) -> torch.Tensor:
+def concrete_log_sample(phi: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """One log-space Concrete sample with logits ``phi`` [E, K] (torch's ExpRelaxedCategorical)."""
     u = clamp_probs(torch.rand(phi.shape, dtype=phi.dtype, device=phi.device))
     gumbels = -((-(u.log())).log())
@@ -84,7 +84,8 @@ def concrete_log_sample(phi: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.Tensor,
-                    y: torch.Tensor, *, size: int, n_classes: int | None, temperature: float,
+                    y: torch.Tensor, *, size: int, n_classes: int | None,
+                    temperature: float | torch.Tensor,
                     weight_posterior: str = "gaussian") -> torch.Tensor:
     """Per-datum negative ELBO ``(beta / N) * (-ELBO)``: the Pyro-free twin of
     :meth:`~inference.guides.OptimizationEmbeddingGuide.loss`.
@@ -92,9 +93,12 @@ def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.
     :param params: posterior parameters ``mu``, ``log_sigma`` (unused for ``delta``) and
         ``alpha_<cell>``, as in :class:`~inference.guides.AdaptedPosterior`.
     :param size: the task size ``N`` (the batch ``x`` may be a subsample of it).
+    :param temperature: a number, or a 0-d tensor (a static buffer of a captured CUDA graph,
+        :mod:`inference.static_loop`; not validated here, the caller checks it).
     """
     W: MetaParams = model._modules["W"]  # type: ignore[assignment]
-    check_temperature(temperature)
+    if not isinstance(temperature, torch.Tensor):
+        check_temperature(temperature)
     if n_classes is not None and not 2 <= n_classes <= model.space.n_classes:
         raise ValueError(f"n_classes must be in [2, {model.space.n_classes}] for this search "
                          f"space, got {n_classes}")
@@ -118,7 +122,8 @@ def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.
         log_z = concrete_log_sample(phi, temperature)
         if hard:
             soft = log_z.exp()
-            one_hot = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft)
+            # scatter, not F.one_hot: one_hot checks its indices on the host (breaks vmap)
+            one_hot = torch.zeros_like(soft).scatter(-1, soft.argmax(-1, keepdim=True), 1.0)
             z[cell] = one_hot + (soft - soft.detach())
         else:
             z[cell] = log_z.exp()

@@ -40,11 +40,12 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from inference.functional_elbo import check_supported, functional_loss
+from inference.static_loop import StaticInnerLoop
 from models.base_model import BASEModel
 from models.relaxations import Relaxation, check_temperature
 
 ORDERS = ("none", "first", "second")
-ELBO_IMPLS = ("pyro", "functional")
+ELBO_IMPLS = ("pyro", "functional", "graph")
 
 
 class AdaptedPosterior:
@@ -126,6 +127,11 @@ class OptimizationEmbeddingGuide:
         (:func:`~inference.functional_elbo.functional_loss`), equal to the Pyro loss and its
         gradients to float rounding on the same RNG state, without Pyro's per-step tracing.
         Needs a :class:`~models.base_model.BASEModel` with an analytic-KL relaxation.
+        ``"graph"``: the functional loss, and the first-order inner loop (``order="none"``,
+        Reptile) run over static buffers by :class:`~inference.static_loop.StaticInnerLoop`,
+        captured as one CUDA graph per support shape on CUDA (eager elsewhere, where it
+        equals ``"functional"``). Every op is computed (no zero-op skipping), so it speeds
+        up the relaxed estimator, not hard samples.
     """
 
     def __init__(self, model: BASEModel, *, inner_steps: int = 5, inner_lr: float = 0.01,
@@ -147,7 +153,7 @@ class OptimizationEmbeddingGuide:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if elbo_impl not in ELBO_IMPLS:
             raise ValueError(f"elbo_impl must be one of {ELBO_IMPLS}, got {elbo_impl!r}")
-        if elbo_impl == "functional":
+        if elbo_impl != "pyro":
             check_supported(model)
         self.elbo_impl = elbo_impl
         self.model = model
@@ -160,6 +166,7 @@ class OptimizationEmbeddingGuide:
         self.inner_optimizer = inner_optimizer
         self.batch_size = batch_size
         self.elbo = TraceMeanField_ELBO()
+        self._static_loops: dict[tuple, StaticInnerLoop] = {}
 
     def _lr(self, name: str) -> float:
         if name == "mu":
@@ -180,7 +187,7 @@ class OptimizationEmbeddingGuide:
     def loss(self, post: AdaptedPosterior, x: torch.Tensor, y: torch.Tensor, *, size: int,
              n_classes: int, temperature: float) -> torch.Tensor:
         """Per-datum negative ELBO ``(beta / N) * (-ELBO)`` of ``post`` on a batch."""
-        if self.elbo_impl == "functional":
+        if self.elbo_impl != "pyro":
             return functional_loss(self.model, post.params, x, y, size=size,
                                    n_classes=n_classes, temperature=temperature,
                                    weight_posterior=post.weight_posterior)
@@ -209,6 +216,9 @@ class OptimizationEmbeddingGuide:
             raise ValueError("cannot adapt to an empty support set")
         check_temperature(temperature)
         steps = self.inner_steps if steps is None else steps
+        if self.elbo_impl == "graph" and order == "none" and callback is None:
+            return self._adapt_static(x, y, n_classes=n_classes, temperature=temperature,
+                                      steps=steps)
         names = [n for n in self.model.W.named_tensors()
                  if not (n == "log_sigma" and self.weight_posterior == "delta")]
         start = self.model.W.named_tensors()
@@ -244,6 +254,29 @@ class OptimizationEmbeddingGuide:
             params = {n: p.detach() for n, p in params.items()}
         return self.posterior(params), losses
 
+    def static_loop(self, *, x_shape: tuple[int, ...], size: int, n_classes: int | None,
+                    tasks: int | None, device: torch.device, dtype: torch.dtype,
+                    randomness: str = "different") -> StaticInnerLoop:
+        """The cached :class:`~inference.static_loop.StaticInnerLoop` for these shapes
+        (CUDA-graphed when ``elbo_impl="graph"`` and ``device`` is CUDA)."""
+        batch = size if self.batch_size is None else min(self.batch_size, size)
+        key = (tuple(x_shape), size, batch, n_classes, tasks, str(device), dtype, randomness)
+        if key not in self._static_loops:
+            self._static_loops[key] = StaticInnerLoop(
+                self, x_shape=tuple(x_shape), size=size, batch=batch, n_classes=n_classes,
+                tasks=tasks, capture=self.elbo_impl == "graph" and device.type == "cuda",
+                randomness=randomness, device=device, dtype=dtype)
+        return self._static_loops[key]
+
+    def _adapt_static(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
+                      temperature: float, steps: int) -> tuple[AdaptedPosterior, list[float]]:
+        loop = self.static_loop(x_shape=tuple(x.shape[1:]), size=x.shape[0],
+                                n_classes=n_classes, tasks=None, device=x.device,
+                                dtype=self.model.W.mu.dtype)
+        params, losses = loop.run(self.model.W.named_tensors(), x, y, temperature=temperature,
+                                  steps=steps)
+        return self.posterior(params), finite_prefix(losses.tolist())
+
     def freeze(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
                temperature: float, steps: int | None = None) -> AdaptedPosterior:
         """Adapt once to ``(x, y)`` and return the frozen posterior (detached from ``W``).
@@ -265,6 +298,14 @@ class OptimizationEmbeddingGuide:
             post, _ = self.adapt(x, y, n_classes=n_classes, temperature=temperature,
                                  order="first")
         post(x, y, size=size, n_classes=n_classes, temperature=temperature)
+
+
+def finite_prefix(losses: list[float]) -> list[float]:
+    """The losses up to and including the first non-finite one (where a loop stops)."""
+    for i, v in enumerate(losses):
+        if not math.isfinite(v):
+            return losses[:i + 1]
+    return losses
 
 
 def autoguide_from_W(model: BASEModel, kind: str = "normal") -> AutoNormal | AutoDelta:

@@ -1,0 +1,236 @@
+"""The first-order inner loop over static buffers, replayed as one CUDA graph per step.
+
+An inner step of :class:`~inference.guides.OptimizationEmbeddingGuide` (``order="none"``) is a
+fixed sequence of kernels: draw the noise, run the supernet with every op (``skip_zero`` off),
+back-propagate, update the posterior parameters. Launching those kernels one by one from
+Python costs more than running them at the DARTS batch size of 64 on a large GPU. Here the
+step reads and writes only *static* tensors: the support batch, the posterior parameters
+``(phi_t, psi_t)``, the Adam moments, the temperature and the bias corrections, so on CUDA it
+is captured once into a :class:`torch.cuda.CUDAGraph` and each inner step is one
+``graph.replay()``. Random draws inside a graph come from the default generator's Philox
+stream, advanced on every replay, as PyTorch does for captured RNG.
+
+With ``tasks=C`` the step is ``vmap(grad_and_value(loss), randomness="different")`` over ``C``
+stacked posteriors: one launch sequence adapts the ``C`` tasks of a meta-step together.
+
+Per step, with ``L_hat`` the functional negative ELBO (:func:`~inference.functional_elbo.
+functional_loss`) and ``ok`` "every loss so far was finite"::
+
+    loss_t, g_t = L_hat(phi_t, psi_t; batch_t), grad L_hat
+    m_t = b1 m + (1 - b1) g_t,  v_t = b2 v + (1 - b2) g_t^2
+    phi_{t+1} = phi_t - lr * (m_t / (1 - b1^t)) / sqrt(v_t / (1 - b2^t) + eps^2)   if ok
+    phi_{t+1} = phi_t                                                             otherwise
+
+which is the guide's functional Adam (or SGD) update, so with ``capture=False`` (any device)
+the loop returns the guide's ``elbo_impl="functional"`` result on the same RNG state. A task
+whose loss becomes non-finite keeps the parameters that loss was computed at, as the guide's
+loop does when it stops early.
+
+Usage::
+
+    loop = StaticInnerLoop(guide, x_shape=x.shape[1:], size=N, batch=32, n_classes=5,
+                           capture=x.is_cuda)
+    params, losses = loop.run(model.W.named_tensors(), x, y, temperature=0.5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch.func import grad_and_value, vmap
+
+from inference.functional_elbo import check_supported, functional_loss
+from models.relaxations import check_temperature
+
+log = logging.getLogger(__name__)
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@contextlib.contextmanager
+def _dense_supernet(model: torch.nn.Module) -> Iterator[None]:
+    """Compute every op (no zero-skipping: that reads ``z`` on the host)."""
+    net = model._modules["supernet"]
+    saved = net.skip_zero
+    net.skip_zero = False
+    try:
+        yield
+    finally:
+        net.skip_zero = saved
+
+
+class StaticInnerLoop:
+    """``T`` first-order inner steps of ``guide`` on fixed shapes, optionally CUDA-graphed.
+
+    :param guide: an :class:`~inference.guides.OptimizationEmbeddingGuide` (its optimizer,
+        step sizes, batch size and weight posterior are used; its ``elbo_impl`` is not).
+    :param x_shape: the shape of one input, ``(channels, H, W)``.
+    :param size: the support-set size ``N`` of every task.
+    :param batch: images per inner step (``min(guide.batch_size, N)``).
+    :param tasks: ``None`` for one task, else ``C`` tasks adapted together (``vmap``).
+    :param capture: record the step as a CUDA graph (needs CUDA tensors); ``False`` runs the
+        same static-buffer step eagerly.
+    :param randomness: ``vmap``'s: ``"different"`` noise per task, or ``"same"`` (the tasks
+        share each draw; used to compare with the one-task loop).
+    """
+
+    def __init__(self, guide, *, x_shape: tuple[int, ...], size: int, batch: int,  # noqa: ANN001
+                 n_classes: int | None, tasks: int | None = None, capture: bool = False,
+                 randomness: str = "different", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        model = guide.model
+        check_supported(model)
+        if not 1 <= batch <= size:
+            raise ValueError(f"batch must be in [1, size={size}], got {batch}")
+        if tasks is not None and tasks < 1:
+            raise ValueError(f"tasks must be >= 1 or None, got {tasks}")
+        if tasks is not None and model.space.track_running_stats:
+            raise ValueError("vmapped tasks need batch-statistics BatchNorm "
+                             "(track_running_stats=False, the search default)")
+        W = model.W.named_tensors()
+        ref = next(iter(W.values()))
+        device = torch.device(device) if device is not None else ref.device
+        dtype = dtype or ref.dtype
+        if capture and device.type != "cuda":
+            raise ValueError(f"capture=True needs a CUDA device, got {device}")
+        self.guide, self.model = guide, model
+        self.size, self.batch, self.tasks, self.n_classes = size, batch, tasks, n_classes
+        self.capture = capture
+        lead = () if tasks is None else (tasks,)
+        self.names = [n for n in W if not (n == "log_sigma"
+                                           and guide.weight_posterior == "delta")]
+        self.params = {n: torch.zeros(*lead, *p.shape, device=device, dtype=dtype)
+                       for n, p in W.items()}
+        self.adam = guide.inner_optimizer == "adam"
+        self.m = {n: torch.zeros_like(self.params[n]) for n in self.names}
+        self.v = {n: torch.zeros_like(self.params[n]) for n in self.names}
+        self.x = torch.zeros(*lead, batch, *x_shape, device=device, dtype=dtype)
+        self.y = torch.zeros(*lead, batch, device=device, dtype=torch.long)
+        self.tau = torch.ones((), device=device, dtype=dtype)
+        self.bc1 = torch.ones((), device=device, dtype=dtype)  # 1 - b1^t
+        self.bc2 = torch.ones((), device=device, dtype=dtype)  # 1 - b2^t
+        self.ok = torch.ones(lead, device=device, dtype=torch.bool)
+        self.loss = torch.zeros(lead, device=device, dtype=dtype)
+        grad_fn = grad_and_value(self._loss)
+        self._grad_fn = (vmap(grad_fn, randomness=randomness) if tasks is not None
+                         else grad_fn)
+        self._graph: torch.cuda.CUDAGraph | None = None
+
+    # -- the step --------------------------------------------------------------------------
+    def _loss(self, trainable: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor],
+              x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return functional_loss(self.model, {**fixed, **trainable}, x, y, size=self.size,
+                               n_classes=self.n_classes, temperature=self.tau,
+                               weight_posterior=self.guide.weight_posterior)
+
+    def _step(self) -> None:
+        """One inner step, reading and writing only the static buffers."""
+        trainable = {n: self.params[n] for n in self.names}
+        fixed = {n: p for n, p in self.params.items() if n not in trainable}
+        grads, loss = self._grad_fn(trainable, fixed, self.x, self.y)
+        self.loss.copy_(loss.detach())
+        self.ok &= torch.isfinite(loss.detach())
+        b1, b2 = ADAM_BETAS
+        for n in self.names:
+            p, g, lr = self.params[n], grads[n].detach(), self.guide._lr(n)
+            if self.adam:
+                m = self.m[n].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[n].mul_(b2).addcmul_(g, g, value=1 - b2)
+                new = p - lr * (m / self.bc1) / (v / self.bc2 + ADAM_EPS * ADAM_EPS).sqrt()
+            else:
+                new = p - lr * g
+            keep = self.ok.reshape(*self.ok.shape, *([1] * (p.ndim - self.ok.ndim)))
+            p.copy_(torch.where(keep, new, p))
+
+    def _capture(self) -> None:
+        """Warm up on a side stream, then record :meth:`_step` (buffers are reset by run).
+
+        The warm-up draws random numbers: the generator's state is restored afterwards, so the
+        first run draws what an eager loop from the same seed would."""
+        rng = torch.cuda.get_rng_state(self.x.device)
+        stream = torch.cuda.Stream(device=self.x.device)
+        stream.wait_stream(torch.cuda.current_stream(self.x.device))
+        with torch.cuda.stream(stream), _dense_supernet(self.model):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream(self.x.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), _dense_supernet(self.model):
+            self._step()
+        self._graph = graph
+        torch.cuda.set_rng_state(rng, self.x.device)
+        log.info("captured the inner step as a CUDA graph (tasks=%s, batch=%d)",
+                 self.tasks, self.batch)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, start: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+            temperature: float, steps: int | None = None,
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Adapt from ``start`` (W, or ``C`` stacked starts) on ``x`` [(C,) N, ...], ``y``.
+
+        Returns fresh copies of the adapted parameters and the losses before each step,
+        ``[steps]`` or ``[steps, C]``; entries after a task's first non-finite loss are NaN.
+        """
+        check_temperature(temperature)
+        lead = () if self.tasks is None else (self.tasks,)
+        if tuple(y.shape) != (*lead, self.size) or tuple(x.shape) != (
+                *lead, self.size, *self.x.shape[len(lead) + 1:]):
+            raise ValueError(f"x and y must be {(*lead, self.size, *self.x.shape[len(lead)+1:])}"
+                             f" and {(*lead, self.size)}, got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)}")
+        if x.dtype != self.x.dtype or x.device != self.x.device or y.device != self.y.device:
+            raise ValueError(f"x must be {self.x.dtype} and x, y on {self.x.device} (the "
+                             f"model's), got {x.dtype} on {x.device}, y on {y.device}")
+        steps = self.guide.inner_steps if steps is None else steps
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(start[n].detach().expand_as(p))
+            for buf in (*self.m.values(), *self.v.values()):
+                buf.zero_()
+            self.ok.fill_(True)
+            self.tau.fill_(temperature)
+        if self.capture and self._graph is None and steps > 0:
+            self._capture()
+            with torch.no_grad():  # the warm-up and capture moved the buffers
+                for n, p in self.params.items():
+                    p.copy_(start[n].detach().expand_as(p))
+                for buf in (*self.m.values(), *self.v.values()):
+                    buf.zero_()
+                self.ok.fill_(True)
+        losses, failed = [], torch.zeros_like(self.ok)
+        b1, b2 = ADAM_BETAS
+        for t in range(1, steps + 1):
+            self._load_batch(x, y)
+            self.bc1.fill_(1 - b1**t)
+            self.bc2.fill_(1 - b2**t)
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                with _dense_supernet(self.model):
+                    self._step()
+            # NaN after a task's first non-finite loss, as the guide's loop stops there
+            losses.append(torch.where(failed, torch.nan, self.loss))
+            failed = failed | ~self.ok
+        out = torch.stack(losses) if losses else self.loss.new_zeros(0, *lead)
+        return {n: p.clone() for n, p in self.params.items()}, out
+
+    def _load_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Copy this step's support minibatch into the static input buffers (the guide's draw:
+        ``randperm(N)[:B]`` per task, or the whole support set when ``B == N``)."""
+        if self.batch == self.size:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            return
+        if self.tasks is None:
+            idx = torch.randperm(self.size, device=x.device)[:self.batch]
+            self.x.copy_(x[idx])
+            self.y.copy_(y[idx])
+            return
+        for c in range(self.tasks):
+            idx = torch.randperm(self.size, device=x.device)[:self.batch]
+            self.x[c].copy_(x[c, idx])
+            self.y[c].copy_(y[c, idx])
