@@ -84,7 +84,8 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
     return MetaSVI(model, guide, meta_lr=cfg.meta_lr, meta_lr_final=cfg.meta_lr_final,
                    total_steps=cfg.steps, tasks_per_step=cfg.tasks_per_step, mode=cfg.mode,
                    inner_grad=cfg.inner_grad, temperature=schedule, nan_policy=cfg.nan_policy,
-                   max_bad_steps=cfg.max_bad_steps, seed=cfg.seed)
+                   max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
+                   batch_tasks=cfg.batch_tasks)
 
 
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",

@@ -35,7 +35,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "inner_grad": ("first", "second"),
     "inner_optimizer": ("adam", "sgd"),
     "weight_posterior": ("gaussian", "delta"),
-    "elbo_impl": ("pyro", "functional"),
+    "elbo_impl": ("pyro", "functional", "graph"),
     "relaxation": ("concrete", "straight_through"),
     "kl": ("analytic", "mc"),
     "weight_prior": ("learned", "fixed"),
@@ -84,6 +84,7 @@ class MetaConfig:
     inner_batch: int = 32
     weight_posterior: str = "gaussian"
     elbo_impl: str = "pyro"
+    batch_tasks: bool = False
     # meta-training
     mode: str = "reptile"
     inner_grad: str = "first"
@@ -135,6 +136,9 @@ class MetaConfig:
                 raise ConfigError(f"{name} must be >= 1 or null, got {v!r}")
         if not 0 <= self.meta_lr_final <= 1:
             raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
+        if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
+            raise ConfigError(f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "
+                              f"'graph', got mode {self.mode!r}, elbo_impl {self.elbo_impl!r}")
         if self.families is not None and not self.families:
             raise ConfigError("families must be null (all) or a non-empty list")
 

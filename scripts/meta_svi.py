@@ -80,7 +80,10 @@ HELP = {
     "inner_lr": "inner step size (weights)",
     "arch_lr": "inner step size (architecture logits); default: inner_lr (adam)",
     "inner_batch": "support minibatch per inner step",
-    "elbo_impl": "inner-loop ELBO: Pyro's TraceMeanField_ELBO or the equal Pyro-free one",
+    "elbo_impl": "inner-loop ELBO: Pyro's TraceMeanField_ELBO, the equal Pyro-free one, or "
+                 "that one with the inner step replayed as a CUDA graph (GPU)",
+    "batch_tasks": "adapt a step's tasks together in one vmapped inner loop (reptile; "
+                   "elbo_impl functional or graph)",
     "mode": "meta-update: reptile (Algorithm 1) or maml (query ELBO through the unroll)",
     "inner_grad": "maml only: first- or second-order unroll",
     "steps": "meta-steps",
