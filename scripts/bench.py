@@ -1,26 +1,32 @@
 """Benchmark: pyro-base's meta-training step against a plain eager DARTS-style supernet step.
 
-For every configuration (search-space preset x batch x relaxation) it times, on one machine:
+For every configuration (search-space preset x batch x relaxation) it times, on one machine,
+round-robin, these variants (median seconds per step after warm-up):
 
-* **reference**: the supernet's weights as ``nn.Parameter``, ``z = gumbel_softmax(alpha)`` per
-  cell type, cross-entropy, ``backward``, SGD (momentum) on the weights and Adam on ``alpha``;
-  no Pyro. Throughput = ``batch`` images per step.
-* **ours (pyro)**: one :meth:`MetaSVI.step` (Reptile) of ``--tasks-per-step`` tasks, each
-  adapted for ``--inner-steps`` steps on a support set of ``batch`` images with the
-  ``TraceMeanField_ELBO`` inner loss. Throughput = ``C * T * batch`` images through the supernet
-  per second, inner steps included (query scoring is off).
-* **ours (functional)**: the same meta-step with ``elbo_impl="functional"``: the same loss
-  written without Pyro (equal to float rounding; ``tests/test_bench.py``), so
-  ``pyro overhead = time(pyro) / time(functional)``.
-* **ours (vmap)**, ``concrete`` only: the same meta-step (full-batch inner Adam, Reptile
-  update) with the C tasks' inner loops batched by :func:`~inference.batched.batched_adapt`
-  (``torch.func.vmap``, supernet with ``skip_zero=False``).
+* ``ref``: the supernet's weights as ``nn.Parameter``, ``z = gumbel_softmax(alpha)`` per cell
+  type, cross-entropy, ``backward``, SGD (momentum) on the weights and Adam on ``alpha``; no
+  Pyro. Throughput = ``batch`` images per step.
+* ``pyro`` (ours, the default): one :meth:`MetaSVI.step` (Reptile) of ``--tasks-per-step``
+  tasks, each adapted for ``--inner-steps`` steps on a support set of ``batch`` images with the
+  ``TraceMeanField_ELBO`` inner loss. Throughput = ``C * T * batch`` images through the
+  supernet per second, inner steps included (query scoring is off).
+* ``functional``: the same meta-step with ``elbo_impl="functional"`` (the same loss without
+  Pyro), so ``pyro overhead = time(pyro) / time(functional)``.
+* ``graph``: ``elbo_impl="graph"``: the inner step over static buffers
+  (:class:`~inference.static_loop.StaticInnerLoop`), replayed as a CUDA graph on CUDA (run
+  eagerly on CPU).
+* ``batched`` / ``batched_graph``: the same two with ``batch_tasks=True``: the C tasks' inner
+  loops in one ``vmap``-ed step (``--no-vmap`` skips them: they hold C tasks' activations).
 
-Relaxations: ``concrete`` (the default estimator: relaxed samples, every op computed) and
-``straight_through`` (hard one-hot forward, only the selected op per edge is computed).
-The three steps are timed round-robin. Peak memory: ``torch.cuda.max_memory_allocated`` on
-CUDA; on CPU the growth of the process's peak RSS during a step's calls (``getrusage``; 0 when an
-earlier step already peaked higher, so read it as a rough upper-bound indicator).
+``graph`` and ``batched*`` compute every op (``skip_zero`` off), so they run for ``concrete``
+only; ``straight_through`` (hard one-hot forward, only the selected op per edge computed,
+GDAS-style) is timed with ``pyro`` and ``functional``. Peak memory:
+``torch.cuda.max_memory_allocated`` on CUDA; on CPU the growth of the process's peak RSS during
+a variant's calls (0 when an earlier step already peaked higher: a rough indicator).
+
+Equal-loss check: per configuration, one task adapted from the same seed by each inner-loop
+implementation; ``max_loss_diff`` is the largest absolute difference of the per-step losses
+from the ``pyro`` path (float rounding, by design, on CPU).
 
 Usage::
 
@@ -46,7 +52,6 @@ import pyro
 import torch
 import torch.nn.functional as F
 
-from inference.batched import batched_adapt
 from inference.factory import resolve_device
 from inference.guides import OptimizationEmbeddingGuide
 from inference.meta_svi import MetaSVI
@@ -75,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--relaxation", nargs="+", action="extend", choices=RELAXATIONS,
                    help="estimators of ours (default: both)")
     p.add_argument("--no-vmap", action="store_true",
-                   help="skip the vmapped variant (it holds C tasks' activations at once)")
+                   help="skip the batched variants (they hold C tasks' activations at once)")
     p.add_argument("--temperature", type=float, default=1.0, help="tau of the relaxations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write all rows as JSON here")
@@ -152,23 +157,32 @@ def reference_step(space: SearchSpace, batch: int, device: torch.device,
     return step
 
 
+def _tasks(space: SearchSpace, batch: int, n: int, device: torch.device) -> list[Task]:
+    shape = (batch, space.in_channels, space.input_size, space.input_size)
+    return [Task(name=f"bench{c}", n_classes=space.n_classes,
+                 support=(torch.randn(shape, device=device),
+                          torch.randint(0, space.n_classes, (batch,), device=device)),
+                 query=(torch.randn(shape, device=device),
+                        torch.randint(0, space.n_classes, (batch,), device=device)))
+            for c in range(n)]
+
+
+def _model(space: SearchSpace, relaxation: str, device: torch.device, *,
+           skip_zero: bool) -> BASEModel:
+    return BASEModel(SuperNet(space, skip_zero=skip_zero),
+                     relaxation=make_relaxation(relaxation), beta=0.01).to(device)
+
+
 def ours_step(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
-              elbo_impl: str, inner_steps: int, tasks_per_step: int, temperature: float,
-              seed: int) -> Callable[[], float]:
+              elbo_impl: str, batch_tasks: bool, inner_steps: int, tasks_per_step: int,
+              temperature: float, seed: int) -> Callable[[], float]:
     """One Reptile meta-step of pyro-base on ``tasks_per_step`` synthetic tasks."""
     torch.manual_seed(seed)
-    model = BASEModel(SuperNet(space), relaxation=make_relaxation(relaxation),
-                      beta=0.01).to(device)
+    model = _model(space, relaxation, device, skip_zero=elbo_impl != "graph" and not batch_tasks)
     guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps, elbo_impl=elbo_impl)
     svi = MetaSVI(model, guide, tasks_per_step=tasks_per_step, temperature=temperature,
-                  seed=seed, log_query=False)
-    shape = (batch, space.in_channels, space.input_size, space.input_size)
-    tasks = [Task(name=f"bench{c}", n_classes=space.n_classes,
-                  support=(torch.randn(shape, device=device),
-                           torch.randint(0, space.n_classes, (batch,), device=device)),
-                  query=(torch.randn(shape, device=device),
-                         torch.randint(0, space.n_classes, (batch,), device=device)))
-             for c in range(tasks_per_step)]
+                  seed=seed, log_query=False, batch_tasks=batch_tasks)
+    tasks = _tasks(space, batch, tasks_per_step, device)
 
     def step() -> float:
         svi.step(tasks)
@@ -177,72 +191,81 @@ def ours_step(space: SearchSpace, batch: int, device: torch.device, *, relaxatio
     return step
 
 
-def vmap_step(space: SearchSpace, batch: int, device: torch.device, *, inner_steps: int,
-              tasks_per_step: int, temperature: float, seed: int) -> Callable[[], float]:
-    """The Reptile meta-step with the C inner loops in one vmapped computation."""
+def max_loss_diff(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
+                  impls: list[str], inner_steps: int, temperature: float,
+                  seed: int) -> dict[str, float]:
+    """Per implementation, max |loss_t - loss_t(pyro)| over one task's inner loop."""
     torch.manual_seed(seed)
-    model = BASEModel(SuperNet(space, skip_zero=False), beta=0.01).to(device)
-    guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps, elbo_impl="functional")
-    shape = (tasks_per_step, batch, space.in_channels, space.input_size, space.input_size)
-    xs = torch.randn(shape, device=device)
-    ys = torch.randint(0, space.n_classes, shape[:2], device=device)
-
-    def step() -> float:
-        params, _ = batched_adapt(guide, xs, ys, n_classes=space.n_classes,
-                                  temperature=temperature)
-        with torch.no_grad():
-            for n, p in model.W.named_tensors().items():
-                p.add_(params[n].mean(0) - p)  # W <- W + lambda * mean_c(adapted_c - W)
-        return tasks_per_step * inner_steps * batch
-
-    return step
+    model = _model(space, relaxation, device, skip_zero=False)
+    (task,) = _tasks(space, batch, 1, device)
+    x, y = task.support
+    out, ref = {}, None
+    for impl in impls:
+        guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps,
+                                           elbo_impl="graph" if impl.startswith("batched")
+                                           else impl)
+        torch.manual_seed(seed + 1)
+        if impl.startswith("batched"):  # one task through the vmapped loop
+            loop = guide.static_loop(x_shape=tuple(x.shape[1:]), size=batch,
+                                     n_classes=space.n_classes, tasks=1, device=device,
+                                     dtype=x.dtype)
+            loop.capture = loop.capture and impl == "batched_graph"
+            _, losses_t = loop.run(model.W.named_tensors(), x[None], y[None],
+                                   temperature=temperature)
+            losses = losses_t[:, 0].tolist()
+        else:
+            _, losses = guide.adapt(x, y, n_classes=space.n_classes, temperature=temperature)
+        ref = losses if ref is None else ref
+        out[impl] = max(abs(a - b) for a, b in zip(losses, ref, strict=True))
+    return out
 
 
 def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
                device: torch.device) -> dict[str, Any]:
     space = SearchSpace.preset(name)
     pyro.clear_param_store()
+    variants = [("pyro", False), ("functional", False)]
+    if relaxation == "concrete":
+        variants.append(("graph", False))
+        if not args.no_vmap:
+            variants += [("functional", True), ("graph", True)]
     steps = {"ref": reference_step(space, batch, device, args.temperature)}
-    for impl in ("pyro", "functional"):
-        steps[impl] = ours_step(space, batch, device, relaxation=relaxation, elbo_impl=impl,
-                                inner_steps=args.inner_steps,
-                                tasks_per_step=args.tasks_per_step,
-                                temperature=args.temperature, seed=args.seed)
-    if relaxation == "concrete" and not args.no_vmap:
-        steps["vmap"] = vmap_step(space, batch, device, inner_steps=args.inner_steps,
-                                  tasks_per_step=args.tasks_per_step,
-                                  temperature=args.temperature, seed=args.seed)
+    for impl, batched in variants:
+        key = ("batched_" if batched else "") + impl
+        steps["batched" if key == "batched_functional" else key] = ours_step(
+            space, batch, device, relaxation=relaxation, elbo_impl=impl, batch_tasks=batched,
+            inner_steps=args.inner_steps, tasks_per_step=args.tasks_per_step,
+            temperature=args.temperature, seed=args.seed)
     timed = measure(steps, warmup=args.warmup, repeats=args.repeats, device=device)
     ours = args.tasks_per_step * args.inner_steps * batch
-    images = {"ref": batch, "pyro": ours, "functional": ours, "vmap": ours}
-    row: dict[str, Any] = {"config": name, "batch": batch, "relaxation": relaxation}
+    row: dict[str, Any] = {"config": name, "batch": batch, "relaxation": relaxation,
+                           "variants": list(timed)}
     for key, (t, m) in timed.items():
         row[f"{key}_s_per_step"] = t
-        row[f"{key}_img_s"] = images[key] / t
+        row[f"{key}_img_s"] = (batch if key == "ref" else ours) / t
         row[f"{key}_mem_mib"] = m
-    row["ratio"] = row["pyro_img_s"] / row["ref_img_s"]
-    row["functional_ratio"] = row["functional_img_s"] / row["ref_img_s"]
+        row[f"{key}_ratio"] = row[f"{key}_img_s"] / (batch / timed["ref"][0])
+    row["ratio"] = row["pyro_ratio"]
     row["pyro_overhead"] = row["functional_img_s"] / row["pyro_img_s"]
-    if "vmap" in timed:
-        row["vmap_ratio"] = row["vmap_img_s"] / row["ref_img_s"]
+    row["max_loss_diff"] = max_loss_diff(
+        space, min(batch, 16), device, relaxation=relaxation,
+        impls=[k for k in timed if k != "ref"], inner_steps=args.inner_steps,
+        temperature=args.temperature, seed=args.seed)
     return row
 
 
 def format_table(rows: list[dict[str, Any]], mem_unit: str) -> str:
-    head = ("config", "batch", "relaxation", "ref img/s", "ours img/s", "ratio",
-            "no-Pyro img/s", "no-Pyro ratio", "Pyro overhead", "vmap img/s", "vmap ratio",
-            f"mem ref/ours/vmap ({mem_unit})")
+    head = ("config", "batch", "relaxation", "variant", "img/s", "vs ref", "Pyro overhead",
+            "max loss diff vs pyro", f"memory ({mem_unit})")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
-        vmap = "vmap_img_s" in r
-        lines.append(" | ".join((
-            r["config"], str(r["batch"]), r["relaxation"], f"{r['ref_img_s']:.1f}",
-            f"{r['pyro_img_s']:.1f}", f"{r['ratio']:.2f}x", f"{r['functional_img_s']:.1f}",
-            f"{r['functional_ratio']:.2f}x", f"{r['pyro_overhead']:.3f}x",
-            f"{r['vmap_img_s']:.1f}" if vmap else "n/a",
-            f"{r['vmap_ratio']:.2f}x" if vmap else "n/a",
-            f"{r['ref_mem_mib']:.0f} / {r['pyro_mem_mib']:.0f} / "
-            + (f"{r['vmap_mem_mib']:.0f}" if vmap else "n/a"))))
+        for v in r["variants"]:
+            diff = r["max_loss_diff"].get(v)
+            lines.append(" | ".join((
+                r["config"], str(r["batch"]), r["relaxation"], v, f"{r[f'{v}_img_s']:.1f}",
+                f"{r[f'{v}_ratio']:.2f}x",
+                f"{r['pyro_overhead']:.3f}x" if v == "functional" else "",
+                "" if diff is None else f"{diff:.1e}", f"{r[f'{v}_mem_mib']:.0f}")))
     return "\n".join(f"| {line} |" for line in lines)
 
 

@@ -5,7 +5,8 @@
 #
 # The device image has torch but not Pyro: carry pure-Python wheels in .whl/ (prepared here,
 # see docs/performance.md: pyro_ppl-1.9.2-py3-none-any.whl, pyro_api-0.1.2-py3-none-any.whl).
-# Writes $OUT/bench_64.json, $OUT/bench_256.json and $OUT/bench.log.
+# Runs tests/test_gpu.py, then the benchmark. Writes $OUT/bench_64.json, $OUT/bench_256.json
+# and $OUT/bench.log.
 set -uo pipefail
 OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
@@ -19,10 +20,12 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__)"
-  # batch 64: every variant, vmap included (4 tasks x ~7.6 GB of activations)
-  timeout 300 python3 scripts/bench.py --config darts --batch 64 --device cuda --repeats 3 \
+  # the GPU tests first: the CUDA-graph inner loop must equal the eager one
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+  # batch 64: every variant, the batched ones included (4 tasks x ~7.6 GB of activations)
+  timeout 280 python3 scripts/bench.py --config darts --batch 64 --device cuda --repeats 3 \
     --warmup 1 --json "$OUT/bench_64.json"
-  # batch 256: the vmapped variant would hold 4 x ~30 GB: skip it
-  timeout 240 python3 scripts/bench.py --config darts --batch 256 --device cuda --repeats 3 \
+  # batch 256: the batched variants would hold 4 x ~30 GB beside the graphs' pools: skip them
+  timeout 240 python3 scripts/bench.py --config darts --batch 256 --device cuda --repeats 2 \
     --warmup 1 --no-vmap --json "$OUT/bench_256.json"
 } 2>&1 | tee "$OUT/bench.log"
