@@ -85,8 +85,8 @@ def concrete_log_sample(phi: torch.Tensor, temperature: float | torch.Tensor) ->
 
 def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.Tensor,
                     y: torch.Tensor, *, size: int, n_classes: int | None,
-                    temperature: float | torch.Tensor,
-                    weight_posterior: str = "gaussian") -> torch.Tensor:
+                    temperature: float | torch.Tensor, weight_posterior: str = "gaussian",
+                    class_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-datum negative ELBO ``(beta / N) * (-ELBO)``: the Pyro-free twin of
     :meth:`~inference.guides.OptimizationEmbeddingGuide.loss`.
 
@@ -95,6 +95,10 @@ def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.
     :param size: the task size ``N`` (the batch ``x`` may be a subsample of it).
     :param temperature: a number, or a 0-d tensor (a static buffer of a captured CUDA graph,
         :mod:`inference.static_loop`; not validated here, the caller checks it).
+    :param class_mask: instead of ``n_classes`` (pass ``None``): a boolean tensor over all
+        ``space.n_classes`` outputs, ``True`` for the task's classes. The other logits are set to
+        ``-inf``, which gives the loss of the first ``n_classes`` logits while the shapes stay
+        fixed (a captured graph serves tasks of any class count).
     """
     W: MetaParams = model._modules["W"]  # type: ignore[assignment]
     if not isinstance(temperature, torch.Tensor):
@@ -129,6 +133,8 @@ def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.
             z[cell] = log_z.exp()
         kl = kl + categorical_kl(phi, model.arch_prior.logits(W, cell)).sum()
     logits = model.net_logits(x, theta, z, n_classes)
+    if class_mask is not None:
+        logits = torch.where(class_mask, logits, float("-inf"))
     nll = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
     scale = size / batch / model.beta
     return (kl + scale * nll) * (model.beta / size)

@@ -40,7 +40,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from inference.functional_elbo import check_supported, functional_loss
-from inference.static_loop import StaticInnerLoop
+from inference.static_loop import StaticInnerLoop, check_dense_ok
 from models.base_model import BASEModel
 from models.relaxations import Relaxation, check_temperature
 
@@ -131,7 +131,7 @@ class OptimizationEmbeddingGuide:
         Reptile) run over static buffers by :class:`~inference.static_loop.StaticInnerLoop`,
         captured as one CUDA graph per support shape on CUDA (eager elsewhere, where it
         equals ``"functional"``). Every op is computed (no zero-op skipping), so it speeds
-        up the relaxed estimator, not hard samples.
+        up the relaxed estimator; hard samples on a zero-skipping supernet are refused.
     """
 
     def __init__(self, model: BASEModel, *, inner_steps: int = 5, inner_lr: float = 0.01,
@@ -155,6 +155,8 @@ class OptimizationEmbeddingGuide:
             raise ValueError(f"elbo_impl must be one of {ELBO_IMPLS}, got {elbo_impl!r}")
         if elbo_impl != "pyro":
             check_supported(model)
+        if elbo_impl == "graph":
+            check_dense_ok(model)
         self.elbo_impl = elbo_impl
         self.model = model
         self.inner_steps = inner_steps
@@ -254,27 +256,29 @@ class OptimizationEmbeddingGuide:
             params = {n: p.detach() for n, p in params.items()}
         return self.posterior(params), losses
 
-    def static_loop(self, *, x_shape: tuple[int, ...], size: int, n_classes: int | None,
-                    tasks: int | None, device: torch.device, dtype: torch.dtype,
+    def static_loop(self, *, x_shape: tuple[int, ...], size: int, tasks: int | None,
+                    device: torch.device, dtype: torch.dtype,
                     randomness: str = "different") -> StaticInnerLoop:
         """The cached :class:`~inference.static_loop.StaticInnerLoop` for these shapes
-        (CUDA-graphed when ``elbo_impl="graph"`` and ``device`` is CUDA)."""
+        (CUDA-graphed when ``elbo_impl="graph"`` and ``device`` is CUDA). A captured graph
+        bakes in the step sizes, optimizer and ``beta``: they are part of the cache key."""
         batch = size if self.batch_size is None else min(self.batch_size, size)
-        key = (tuple(x_shape), size, batch, n_classes, tasks, str(device), dtype, randomness)
+        key = (tuple(x_shape), size, batch, tasks, str(device), dtype, randomness,
+               self.inner_lr, self.arch_lr, self.scale_lr, self.inner_optimizer,
+               self.weight_posterior, self.model.beta)
         if key not in self._static_loops:
             self._static_loops[key] = StaticInnerLoop(
-                self, x_shape=tuple(x_shape), size=size, batch=batch, n_classes=n_classes,
-                tasks=tasks, capture=self.elbo_impl == "graph" and device.type == "cuda",
+                self, x_shape=tuple(x_shape), size=size, batch=batch, tasks=tasks,
+                capture=self.elbo_impl == "graph" and device.type == "cuda",
                 randomness=randomness, device=device, dtype=dtype)
         return self._static_loops[key]
 
     def _adapt_static(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
                       temperature: float, steps: int) -> tuple[AdaptedPosterior, list[float]]:
-        loop = self.static_loop(x_shape=tuple(x.shape[1:]), size=x.shape[0],
-                                n_classes=n_classes, tasks=None, device=x.device,
-                                dtype=self.model.W.mu.dtype)
-        params, losses = loop.run(self.model.W.named_tensors(), x, y, temperature=temperature,
-                                  steps=steps)
+        loop = self.static_loop(x_shape=tuple(x.shape[1:]), size=x.shape[0], tasks=None,
+                                device=x.device, dtype=self.model.W.mu.dtype)
+        params, losses = loop.run(self.model.W.named_tensors(), x, y, n_classes=n_classes,
+                                  temperature=temperature, steps=steps)
         return self.posterior(params), finite_prefix(losses.tolist())
 
     def freeze(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,

@@ -52,6 +52,7 @@ from inference.guides import (
     OptimizationEmbeddingGuide,
     finite_prefix,
 )
+from inference.static_loop import check_dense_ok
 from models.base_model import BASEModel
 from models.temperature import ConstantTemperature, TemperatureSchedule
 from pyro_base.genotype import decode, n_parameter_free
@@ -122,6 +123,8 @@ class MetaSVI:
             raise ValueError(f"batch_tasks needs mode='reptile' and a guide with elbo_impl "
                              f"'functional' or 'graph' (Pyro's sampling cannot be vmapped), "
                              f"got mode={mode!r}, elbo_impl={guide.elbo_impl!r}")
+        if batch_tasks:
+            check_dense_ok(model)
         self.batch_tasks = batch_tasks
         self.model = model
         self.guide = guide
@@ -230,21 +233,21 @@ class MetaSVI:
 
     def _batched_updates(self, tasks: list[tuple[int, Task]], step: int, tau: float,
                          acc: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Reptile updates of ``tasks`` [(c, task)], those of equal shape adapted together."""
+        """Reptile updates of ``tasks`` [(c, task)], those of equal support shape adapted
+        together (any class counts: a class mask per task)."""
         groups: dict[tuple, list[tuple[int, Task]]] = {}
         for c, task in tasks:
-            groups.setdefault((tuple(task.support[0].shape), task.n_classes), []).append(
-                (c, task))
+            groups.setdefault(tuple(task.support[0].shape), []).append((c, task))
         W = self.model.W.named_tensors()
         records: dict[int, dict[str, Any]] = {}
-        for (shape, n_classes), group in groups.items():
+        for shape, group in groups.items():
             torch.manual_seed(task_seed(self.seed, step, group[0][0]))
             xs = torch.stack([task.support[0] for _, task in group])
             ys = torch.stack([task.support[1] for _, task in group])
-            loop = self.guide.static_loop(x_shape=shape[1:], size=shape[0], n_classes=n_classes,
-                                          tasks=len(group), device=xs.device,
-                                          dtype=W["mu"].dtype)
-            params, losses = loop.run(W, xs, ys, temperature=tau)
+            loop = self.guide.static_loop(x_shape=shape[1:], size=shape[0], tasks=len(group),
+                                          device=xs.device, dtype=W["mu"].dtype)
+            params, losses = loop.run(W, xs, ys, temperature=tau,
+                                      n_classes=[task.n_classes for _, task in group])
             for i, (c, task) in enumerate(group):
                 post = self.guide.posterior({n: p[i] for n, p in params.items()})
                 records[c] = self._record(task, step, tau, post,

@@ -11,7 +11,9 @@ is captured once into a :class:`torch.cuda.CUDAGraph` and each inner step is one
 stream, advanced on every replay, as PyTorch does for captured RNG.
 
 With ``tasks=C`` the step is ``vmap(grad_and_value(loss), randomness="different")`` over ``C``
-stacked posteriors: one launch sequence adapts the ``C`` tasks of a meta-step together.
+stacked posteriors: one launch sequence adapts the ``C`` tasks of a meta-step together. A
+task's class count is a boolean mask over the supernet's outputs in a static buffer (the other
+logits are ``-inf``), so one graph serves tasks of any class count.
 
 Per step, with ``L_hat`` the functional negative ELBO (:func:`~inference.functional_elbo.
 functional_loss`) and ``ok`` "every loss so far was finite"::
@@ -28,22 +30,21 @@ loop does when it stops early.
 
 Usage::
 
-    loop = StaticInnerLoop(guide, x_shape=x.shape[1:], size=N, batch=32, n_classes=5,
-                           capture=x.is_cuda)
-    params, losses = loop.run(model.W.named_tensors(), x, y, temperature=0.5)
+    loop = StaticInnerLoop(guide, x_shape=x.shape[1:], size=N, batch=32, capture=x.is_cuda)
+    params, losses = loop.run(model.W.named_tensors(), x, y, n_classes=5, temperature=0.5)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch.func import grad_and_value, vmap
 
 from inference.functional_elbo import check_supported, functional_loss
-from models.relaxations import check_temperature
+from models.relaxations import StraightThrough, check_temperature
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,16 @@ def _dense_supernet(model: torch.nn.Module) -> Iterator[None]:
         net.skip_zero = saved
 
 
+def check_dense_ok(model: torch.nn.Module) -> None:
+    """Refuse hard samples on a zero-skipping supernet: computing every op (as this loop must)
+    would silently turn GDAS' estimator into the full straight-through one."""
+    if isinstance(model.relaxation, StraightThrough) and model._modules["supernet"].skip_zero:
+        raise ValueError("the static (graph / batched) inner loop computes every op, which "
+                         "changes the straight-through estimator of a SuperNet(skip_zero=True) "
+                         "(GDAS'); use elbo_impl='functional' without batch_tasks for it, or "
+                         "build SuperNet(skip_zero=False) to mean the full estimator")
+
+
 class StaticInnerLoop:
     """``T`` first-order inner steps of ``guide`` on fixed shapes, optionally CUDA-graphed.
 
@@ -79,11 +90,12 @@ class StaticInnerLoop:
     """
 
     def __init__(self, guide, *, x_shape: tuple[int, ...], size: int, batch: int,  # noqa: ANN001
-                 n_classes: int | None, tasks: int | None = None, capture: bool = False,
+                 tasks: int | None = None, capture: bool = False,
                  randomness: str = "different", device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         model = guide.model
         check_supported(model)
+        check_dense_ok(model)
         if not 1 <= batch <= size:
             raise ValueError(f"batch must be in [1, size={size}], got {batch}")
         if tasks is not None and tasks < 1:
@@ -97,8 +109,11 @@ class StaticInnerLoop:
         dtype = dtype or ref.dtype
         if capture and device.type != "cuda":
             raise ValueError(f"capture=True needs a CUDA device, got {device}")
+        if capture and model.space.track_running_stats:
+            raise ValueError("capture=True needs batch-statistics BatchNorm "
+                             "(track_running_stats=False): the warm-up would move running stats")
         self.guide, self.model = guide, model
-        self.size, self.batch, self.tasks, self.n_classes = size, batch, tasks, n_classes
+        self.size, self.batch, self.tasks = size, batch, tasks
         self.capture = capture
         lead = () if tasks is None else (tasks,)
         self.names = [n for n in W if not (n == "log_sigma"
@@ -115,6 +130,7 @@ class StaticInnerLoop:
         self.bc2 = torch.ones((), device=device, dtype=dtype)  # 1 - b2^t
         self.ok = torch.ones(lead, device=device, dtype=torch.bool)
         self.loss = torch.zeros(lead, device=device, dtype=dtype)
+        self.mask = torch.ones(*lead, model.space.n_classes, device=device, dtype=torch.bool)
         grad_fn = grad_and_value(self._loss)
         self._grad_fn = (vmap(grad_fn, randomness=randomness) if tasks is not None
                          else grad_fn)
@@ -122,16 +138,16 @@ class StaticInnerLoop:
 
     # -- the step --------------------------------------------------------------------------
     def _loss(self, trainable: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor],
-              x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+              x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return functional_loss(self.model, {**fixed, **trainable}, x, y, size=self.size,
-                               n_classes=self.n_classes, temperature=self.tau,
-                               weight_posterior=self.guide.weight_posterior)
+                               n_classes=None, temperature=self.tau,
+                               weight_posterior=self.guide.weight_posterior, class_mask=mask)
 
     def _step(self) -> None:
         """One inner step, reading and writing only the static buffers."""
         trainable = {n: self.params[n] for n in self.names}
         fixed = {n: p for n, p in self.params.items() if n not in trainable}
-        grads, loss = self._grad_fn(trainable, fixed, self.x, self.y)
+        grads, loss = self._grad_fn(trainable, fixed, self.x, self.y, self.mask)
         self.loss.copy_(loss.detach())
         self.ok &= torch.isfinite(loss.detach())
         b1, b2 = ADAM_BETAS
@@ -151,26 +167,33 @@ class StaticInnerLoop:
 
         The warm-up draws random numbers: the generator's state is restored afterwards, so the
         first run draws what an eager loop from the same seed would."""
-        rng = torch.cuda.get_rng_state(self.x.device)
-        stream = torch.cuda.Stream(device=self.x.device)
-        stream.wait_stream(torch.cuda.current_stream(self.x.device))
-        with torch.cuda.stream(stream), _dense_supernet(self.model):
-            for _ in range(3):
-                self._step()
-        torch.cuda.current_stream(self.x.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), _dense_supernet(self.model):
-            self._step()
+        device = self.x.device
+        with torch.cuda.device(device):
+            rng = torch.cuda.get_rng_state(device)
+            try:
+                stream = torch.cuda.Stream(device=device)
+                stream.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(stream), _dense_supernet(self.model):
+                    for _ in range(3):
+                        self._step()
+                torch.cuda.current_stream(device).wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph), _dense_supernet(self.model):
+                    self._step()
+            finally:
+                torch.cuda.set_rng_state(rng, device)
         self._graph = graph
-        torch.cuda.set_rng_state(rng, self.x.device)
         log.info("captured the inner step as a CUDA graph (tasks=%s, batch=%d)",
                  self.tasks, self.batch)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, start: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-            temperature: float, steps: int | None = None,
-            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            n_classes: int | Sequence[int] | None, temperature: float,
+            steps: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Adapt from ``start`` (W, or ``C`` stacked starts) on ``x`` [(C,) N, ...], ``y``.
+
+        ``n_classes``: the task's class count (one per task with ``tasks=C``, or one for all);
+        ``None`` uses every output of the supernet.
 
         Returns fresh copies of the adapted parameters and the losses before each step,
         ``[steps]`` or ``[steps, C]``; entries after a task's first non-finite loss are NaN.
@@ -186,7 +209,9 @@ class StaticInnerLoop:
             raise ValueError(f"x must be {self.x.dtype} and x, y on {self.x.device} (the "
                              f"model's), got {x.dtype} on {x.device}, y on {y.device}")
         steps = self.guide.inner_steps if steps is None else steps
+        mask = self._class_mask(n_classes)
         with torch.no_grad():
+            self.mask.copy_(mask)
             for n, p in self.params.items():
                 p.copy_(start[n].detach().expand_as(p))
             for buf in (*self.m.values(), *self.v.values()):
@@ -217,6 +242,19 @@ class StaticInnerLoop:
             failed = failed | ~self.ok
         out = torch.stack(losses) if losses else self.loss.new_zeros(0, *lead)
         return {n: p.clone() for n, p in self.params.items()}, out
+
+    def _class_mask(self, n_classes: int | Sequence[int] | None) -> torch.Tensor:
+        K = self.model.space.n_classes
+        counts = [K if n_classes is None else n_classes] if not isinstance(
+            n_classes, Sequence) else list(n_classes)
+        if self.tasks is not None and len(counts) == 1:
+            counts = counts * self.tasks
+        if len(counts) != (1 if self.tasks is None else self.tasks) or not all(
+                isinstance(n, int) and 2 <= n <= K for n in counts):
+            raise ValueError(f"n_classes must be None or an int in [2, {K}] (one per task "
+                             f"with tasks=C), got {n_classes!r}")
+        mask = torch.arange(K) < torch.tensor(counts)[:, None]  # [tasks, K]
+        return mask[0] if self.tasks is None else mask
 
     def _load_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Copy this step's support minibatch into the static input buffers (the guide's draw:

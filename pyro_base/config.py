@@ -139,6 +139,12 @@ class MetaConfig:
         if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
             raise ConfigError(f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "
                               f"'graph', got mode {self.mode!r}, elbo_impl {self.elbo_impl!r}")
+        if self.relaxation == "straight_through" and (self.elbo_impl == "graph"
+                                                       or self.batch_tasks):
+            raise ConfigError("relaxation 'straight_through' computes only the sampled op per "
+                              "edge, which the static inner loop of elbo_impl 'graph' and "
+                              "batch_tasks cannot (it computes every op); use elbo_impl "
+                              "'pyro' or 'functional' without batch_tasks")
         if self.families is not None and not self.families:
             raise ConfigError("families must be null (all) or a non-empty list")
 

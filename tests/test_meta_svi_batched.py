@@ -70,10 +70,11 @@ def test_several_tasks_move_W_by_the_mean_adapted_delta():
     w0 = _W(model)
     xs = torch.stack([t.support[0] for t in tasks])
     ys = torch.stack([t.support[1] for t in tasks])
-    loop = svi.guide.static_loop(x_shape=(3, 8, 8), size=8, n_classes=3, tasks=3,
+    loop = svi.guide.static_loop(x_shape=(3, 8, 8), size=8, tasks=3,
                                  device=xs.device, dtype=xs.dtype)
     torch.manual_seed(task_seed(4, 0, 0))  # the step seeds a group from its first task
-    expected, losses = loop.run(w0, xs, ys, temperature=0.7)  # before W (the prior) moves
+    # before W (the prior) moves
+    expected, losses = loop.run(w0, xs, ys, n_classes=3, temperature=0.7)
     metrics = svi.step(tasks)
     assert metrics["n_good"] == 3 and len(svi.guide._static_loops) == 1
     assert [r["task"] for r in metrics["tasks"]] == ["t1", "t2", "t3"]
@@ -100,9 +101,8 @@ def test_tasks_of_unequal_shape_are_grouped():
     tasks = [_task(1, n=8), _task(2, n=6), _task(3, n=8, n_classes=2)]
     metrics = svi.step(tasks)
     assert metrics["n_good"] == 3
-    # one vmapped loop per (support shape, n_classes) group: three groups of one task each
-    assert len(svi.guide._static_loops) == 3
-    assert {k[4] for k in svi.guide._static_loops} == {1}
+    # one vmapped loop per support shape, whatever the class counts: 2 tasks of 8, 1 of 6
+    assert sorted((k[1], k[3]) for k in svi.guide._static_loops) == [(6, 1), (8, 2)]
     assert torch.isfinite(model.W.mu).all()
 
 
@@ -121,3 +121,18 @@ def test_config_checks_batch_tasks():
         MetaConfig(batch_tasks=True)
     with pytest.raises(ConfigError, match="batch_tasks"):
         MetaConfig(batch_tasks=True, elbo_impl="functional", mode="maml")
+
+
+def test_memory_check_counts_the_tasks_adapted_at_once(monkeypatch):
+    from script_runs import script_module
+
+    module = script_module()
+    seen = []
+    monkeypatch.setattr(module, "check_fits", lambda est, device: seen.append(est.activations))
+    space = SearchSpace.preset("tiny")
+    for batch_tasks in (False, True):
+        cfg = MetaConfig(preset="tiny", elbo_impl="functional", batch_tasks=batch_tasks,
+                         tasks_per_step=4, inner_batch=8)
+        module.check_memory(cfg, space, torch.device("cpu"))
+    one, four = seen
+    assert four == pytest.approx(4 * one, rel=0.05)

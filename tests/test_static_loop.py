@@ -41,9 +41,10 @@ def _tasks(C, n=6, dtype=torch.float64, seed=4):
 def _adapt(model, impl, x, y, *, seed, **kwargs):
     """``guide.adapt`` with ``elbo_impl=impl`` after ``torch.manual_seed(seed)``."""
     adapt_kw = {k: kwargs.pop(k) for k in ("steps", "order", "callback") if k in kwargs}
+    n_classes = kwargs.pop("n_classes", 5)
     guide = OptimizationEmbeddingGuide(model, elbo_impl=impl, **kwargs)
     torch.manual_seed(seed)
-    post, losses = guide.adapt(x, y, n_classes=5, temperature=0.5, **adapt_kw)
+    post, losses = guide.adapt(x, y, n_classes=n_classes, temperature=0.5, **adapt_kw)
     return guide, post, losses
 
 
@@ -192,10 +193,10 @@ def test_run_pads_losses_after_failure_with_nan():
     x, y = _with_bad_sample(math.inf)
     guide = OptimizationEmbeddingGuide(model, inner_steps=12, inner_lr=0.05, batch_size=2,
                                        elbo_impl="graph")
-    loop = guide.static_loop(x_shape=tuple(x.shape[1:]), size=6, n_classes=5, tasks=None,
+    loop = guide.static_loop(x_shape=tuple(x.shape[1:]), size=6, tasks=None,
                              device=x.device, dtype=torch.float64)
     torch.manual_seed(0)
-    params, losses = loop.run(model.W.named_tensors(), x, y, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), x, y, n_classes=5, temperature=0.5)
     assert losses.shape == (12,)
     prefix = finite_prefix(losses.tolist())
     k = len(prefix)
@@ -246,10 +247,10 @@ def test_tasks_equal_sequential_with_shared_noise(optimizer, weight_posterior):
                                        weight_posterior=weight_posterior,
                                        inner_lr=0.01 if optimizer == "adam" else 0.1)
     xs, ys = _tasks(3)
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, n_classes=5, tasks=3,
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=3,
                            randomness="same")
     torch.manual_seed(5)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     assert losses.shape == (3, 3)
     assert all(params[k].shape == (3, *v.shape) for k, v in model.W.named_tensors().items())
     for c in range(3):
@@ -267,10 +268,10 @@ def test_tasks_straight_through_equal_sequential_with_shared_noise():
     model = _model(StraightThrough())
     guide = OptimizationEmbeddingGuide(model, inner_steps=2, elbo_impl="functional")
     xs, ys = _tasks(2)
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, n_classes=5, tasks=2,
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=2,
                            randomness="same")
     torch.manual_seed(5)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     for c in range(2):
         torch.manual_seed(5)
         post, seq_losses = guide.adapt(xs[c], ys[c], n_classes=5, temperature=0.5)
@@ -285,10 +286,10 @@ def test_one_task_vmapped_subsampled_equals_sequential():
     guide = OptimizationEmbeddingGuide(model, inner_steps=3, batch_size=3,
                                        elbo_impl="functional")
     xs, ys = _tasks(1, n=8)
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=8, batch=3, n_classes=5, tasks=1,
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=8, batch=3, tasks=1,
                            randomness="same")
     torch.manual_seed(6)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     torch.manual_seed(6)
     post, seq_losses = guide.adapt(xs[0], ys[0], n_classes=5, temperature=0.5)
     torch.testing.assert_close(losses[:, 0], torch.tensor(seq_losses, dtype=torch.float64),
@@ -301,10 +302,10 @@ def test_tasks_one_failing_task_keeps_start_others_continue():
     guide = OptimizationEmbeddingGuide(model, inner_steps=3, elbo_impl="functional")
     xs, ys = _tasks(2)
     xs[0, 2, 1, 4, 4] = math.nan
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, n_classes=5, tasks=2,
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=2,
                            randomness="same")
     torch.manual_seed(5)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     assert torch.isnan(losses[:, 0]).all()
     assert torch.isfinite(losses[:, 1]).all()
     W = model.W.named_tensors()
@@ -324,19 +325,19 @@ def test_tasks_different_randomness_draws_per_task_noise(batch):
                                        elbo_impl="functional")
     x, y = _data()
     xs, ys = x.expand(2, *x.shape).clone(), y.expand(2, *y.shape).clone()  # identical tasks
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=batch, n_classes=5,
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=batch,
                            tasks=2, randomness="different")
     torch.manual_seed(0)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     assert losses.shape == (3, 2) and torch.isfinite(losses).all()
     assert all(torch.isfinite(v).all() for v in params.values())
     assert losses[0, 0] != losses[0, 1]  # different noise from the first step on
     for k in ("mu", "alpha_normal", "alpha_reduce", "log_sigma"):
         assert not torch.allclose(params[k][0], params[k][1]), k
     # with shared noise (and a full batch) the two identical tasks stay identical
-    same = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, n_classes=5, tasks=2,
+    same = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=2,
                            randomness="same")
-    p_same, l_same = same.run(model.W.named_tensors(), xs, ys, temperature=0.5)
+    p_same, l_same = same.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5)
     assert torch.equal(l_same[:, 0], l_same[:, 1])
     for v in p_same.values():
         torch.testing.assert_close(v[0], v[1], rtol=0, atol=0)
@@ -346,7 +347,7 @@ def test_tasks_different_randomness_draws_per_task_noise(batch):
 def test_errors():
     model = _model()
     guide = OptimizationEmbeddingGuide(model, inner_steps=2, elbo_impl="graph")
-    kw = dict(x_shape=(3, 12, 12), size=6, n_classes=5)
+    kw = dict(x_shape=(3, 12, 12), size=6)
     with pytest.raises(ValueError, match="CUDA"):
         StaticInnerLoop(guide, batch=6, capture=True, **kw)
     with pytest.raises(ValueError, match="batch"):
@@ -360,22 +361,23 @@ def test_errors():
     x, y = _data()
     W = model.W.named_tensors()
     with pytest.raises(ValueError, match="x and y must be"):
-        loop.run(W, x[:5], y[:5], temperature=0.5)  # wrong support size
+        loop.run(W, x[:5], y[:5], n_classes=5, temperature=0.5)  # wrong support size
     with pytest.raises(ValueError, match="x and y must be"):
-        loop.run(W, x, y[:5], temperature=0.5)
+        loop.run(W, x, y[:5], n_classes=5, temperature=0.5)
     with pytest.raises(ValueError, match="x and y must be"):
-        loop.run(W, x[:, :, :8, :8], y, temperature=0.5)  # wrong image shape
+        loop.run(W, x[:, :, :8, :8], y, n_classes=5, temperature=0.5)  # wrong image shape
     with pytest.raises(ValueError, match="x and y must be"):
-        loop.run(W, x[None], y[None], temperature=0.5)  # a task axis on a one-task loop
+        loop.run(W, x[None], y[None], n_classes=5, temperature=0.5)  # a task axis, one-task loop
     with pytest.raises(ValueError, match="temperature"):
-        loop.run(W, x, y, temperature=0.0)
+        loop.run(W, x, y, n_classes=5, temperature=0.0)
     with pytest.raises(ValueError, match="float64"):
-        loop.run(W, x.float(), y, temperature=0.5)  # the functional loop refuses it too
+        loop.run(W, x.float(), y, n_classes=5, temperature=0.5)  # as the functional loop does
     tasks_loop = StaticInnerLoop(guide, batch=6, tasks=2, **kw)
     with pytest.raises(ValueError, match="x and y must be"):
-        tasks_loop.run(W, x, y, temperature=0.5)  # missing the task axis
+        tasks_loop.run(W, x, y, n_classes=5, temperature=0.5)  # missing the task axis
     with pytest.raises(ValueError, match="x and y must be"):
-        tasks_loop.run(W, x.expand(3, *x.shape), y.expand(3, *y.shape), temperature=0.5)
+        tasks_loop.run(W, x.expand(3, *x.shape), y.expand(3, *y.shape), n_classes=5,
+                       temperature=0.5)
 
     running = _model(space=SearchSpace.preset("tiny", track_running_stats=True))
     running_guide = OptimizationEmbeddingGuide(running, elbo_impl="graph")
@@ -419,9 +421,15 @@ def test_guide_caches_one_loop_per_shape():
     x3, y3 = _data(n=4)
     guide.adapt(x3, y3, n_classes=5, temperature=0.5)
     assert len(guide._static_loops) == 2
-    guide.adapt(x, y % 3, n_classes=3, temperature=0.5)  # n_classes is part of the key
-    assert len(guide._static_loops) == 3
-    assert guide.static_loop(x_shape=(3, 12, 12), size=6, n_classes=5, tasks=None,
+    # another class count reuses the loop (a class mask), and gives the functional result
+    _, ref3, ref3_losses = _adapt(model, "functional", x, y % 3, seed=10, inner_steps=2,
+                                  n_classes=3)
+    torch.manual_seed(10)
+    post3, losses3 = guide.adapt(x, y % 3, n_classes=3, temperature=0.5)
+    assert len(guide._static_loops) == 2
+    _assert_losses_equal(losses3, ref3_losses, 1e-10)
+    _assert_params_equal(post3.params, ref3.params, 1e-10)
+    assert guide.static_loop(x_shape=(3, 12, 12), size=6, tasks=None,
                              device=x.device, dtype=torch.float64) is loop
     assert not loop.capture  # CPU: eager
     # a cached loop gives the functional result for the second task and temperature too
@@ -467,9 +475,52 @@ def test_zero_steps_returns_W():
     _assert_params_equal(post.params, W, 0)
     assert not any(v.requires_grad for v in post.params.values())
 
-    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, n_classes=5, tasks=2)
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=2)
     xs, ys = _tasks(2)
-    params, losses = loop.run(model.W.named_tensors(), xs, ys, temperature=0.5, steps=0)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=5, temperature=0.5,
+                              steps=0)
     assert losses.shape == (0, 2)
     for k, v in W.items():
         assert torch.equal(params[k], v.expand(2, *v.shape))
+
+
+def test_tasks_with_different_class_counts_equal_sequential_with_shared_noise():
+    """One vmapped loop serves tasks of 3 and 5 classes (a class mask per task)."""
+    model = _model()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=3, elbo_impl="functional")
+    xs, ys = _tasks(2)
+    ys = torch.stack([ys[0] % 3, ys[1]])
+    loop = StaticInnerLoop(guide, x_shape=(3, 12, 12), size=6, batch=6, tasks=2,
+                           randomness="same")
+    torch.manual_seed(5)
+    params, losses = loop.run(model.W.named_tensors(), xs, ys, n_classes=[3, 5],
+                              temperature=0.5)
+    for c, n_classes in enumerate((3, 5)):
+        torch.manual_seed(5)
+        post, seq_losses = guide.adapt(xs[c], ys[c], n_classes=n_classes, temperature=0.5)
+        _assert_losses_equal(losses[:, c].tolist(), seq_losses, 1e-10)
+        _assert_params_equal({k: v[c] for k, v in params.items()}, post.params, 1e-10)
+    for bad in ([3, 5, 5], [1, 5], [3, 6], 2.5, True):
+        with pytest.raises(ValueError, match="n_classes"):
+            loop.run(model.W.named_tensors(), xs, ys, n_classes=bad, temperature=0.5)
+
+
+def test_hard_samples_on_a_zero_skipping_supernet_are_refused():
+    """Computing every op would silently turn GDAS' estimator into the full straight-through."""
+    from inference.meta_svi import MetaSVI
+    from pyro_base.config import ConfigError, MetaConfig
+
+    torch.manual_seed(0)
+    gdas = BASEModel(SuperNet(SearchSpace.preset("tiny")), relaxation=StraightThrough(),
+                     beta=0.01).double()
+    with pytest.raises(ValueError, match="skip_zero"):
+        OptimizationEmbeddingGuide(gdas, elbo_impl="graph")
+    functional = OptimizationEmbeddingGuide(gdas, elbo_impl="functional")
+    with pytest.raises(ValueError, match="skip_zero"):
+        MetaSVI(gdas, functional, batch_tasks=True)
+    with pytest.raises(ValueError, match="skip_zero"):
+        StaticInnerLoop(functional, x_shape=(3, 12, 12), size=6, batch=6)
+    for kw in (dict(elbo_impl="graph"), dict(elbo_impl="functional", batch_tasks=True)):
+        with pytest.raises(ConfigError, match="straight_through"):
+            MetaConfig(relaxation="straight_through", **kw)
+    assert MetaConfig(relaxation="straight_through", elbo_impl="functional").elbo_impl
