@@ -22,7 +22,10 @@ round-robin, these variants (median seconds per step after warm-up):
 only; ``straight_through`` (hard one-hot forward, only the selected op per edge computed,
 GDAS-style) is timed with ``pyro`` and ``functional``. Peak memory:
 ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the growth of the process's peak RSS during
-a variant's calls (0 when an earlier step already peaked higher: a rough indicator).
+a variant's calls (0 when an earlier step already peaked higher: a rough indicator). On CUDA
+the JSON also has ``*_reserved_mib`` (a captured graph's memory pool is reserved, not
+allocated), and at least two warm-up rounds run (capturing a graph empties the allocator's
+cache, which the other variants would otherwise pay for in their first timed round).
 
 Equal-loss check: per configuration, one task adapted from the same seed by each inner-loop
 implementation; ``max_loss_diff`` is the largest absolute difference of the per-step losses
@@ -115,6 +118,9 @@ def measure(steps: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
     """
     times: dict[str, list[float]] = {k: [] for k in steps}
     mem = dict.fromkeys(steps, 0.0)
+    reserved = dict.fromkeys(steps, 0.0)
+    if device.type == "cuda":  # capturing a graph empties the allocator's cache: warm up twice
+        warmup = max(warmup, 2)
     for r in range(warmup + repeats):
         for name, step in steps.items():
             if device.type == "cuda":
@@ -126,11 +132,12 @@ def measure(steps: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
             _sync(device)
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
-            if device.type == "cuda":
+            if device.type == "cuda":  # a captured graph's pool is reserved, not allocated
                 mem[name] = max(mem[name], torch.cuda.max_memory_allocated(device) / 2**20)
+                reserved[name] = max(reserved[name], torch.cuda.memory_reserved(device) / 2**20)
             else:
                 mem[name] += _rss_mib() - rss0
-    return {k: (statistics.median(times[k]), mem[k]) for k in steps}
+    return {k: (statistics.median(times[k]), mem[k], reserved[k]) for k in steps}
 
 
 def reference_step(space: SearchSpace, batch: int, device: torch.device,
@@ -207,11 +214,11 @@ def max_loss_diff(space: SearchSpace, batch: int, device: torch.device, *, relax
         torch.manual_seed(seed + 1)
         if impl.startswith("batched"):  # one task through the vmapped loop
             loop = guide.static_loop(x_shape=tuple(x.shape[1:]), size=batch,
-                                     n_classes=space.n_classes, tasks=1, device=device,
+                                     tasks=1, device=device,
                                      dtype=x.dtype)
             loop.capture = loop.capture and impl == "batched_graph"
             _, losses_t = loop.run(model.W.named_tensors(), x[None], y[None],
-                                   temperature=temperature)
+                                   n_classes=None, temperature=temperature)
             losses = losses_t[:, 0].tolist()
         else:
             _, losses = guide.adapt(x, y, n_classes=space.n_classes, temperature=temperature)
@@ -240,8 +247,9 @@ def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
     ours = args.tasks_per_step * args.inner_steps * batch
     row: dict[str, Any] = {"config": name, "batch": batch, "relaxation": relaxation,
                            "variants": list(timed)}
-    for key, (t, m) in timed.items():
+    for key, (t, m, r) in timed.items():
         row[f"{key}_s_per_step"] = t
+        row[f"{key}_reserved_mib"] = r
         row[f"{key}_img_s"] = (batch if key == "ref" else ours) / t
         row[f"{key}_mem_mib"] = m
         row[f"{key}_ratio"] = row[f"{key}_img_s"] / (batch / timed["ref"][0])
@@ -269,24 +277,38 @@ def format_table(rows: list[dict[str, Any]], mem_unit: str) -> str:
     return "\n".join(f"| {line} |" for line in lines)
 
 
-def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    device = resolve_device(args.device)
-    rows = [run_config(name, batch, relax, args, device)
-            for name in args.config for batch in args.batch for relax in args.relaxation]
-    mem_unit = "MiB peak" if device.type == "cuda" else "MiB RSS growth"
-    meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine(),
             "torch": torch.__version__, "pyro": pyro.__version__,
             "threads": torch.get_num_threads(), "inner_steps": args.inner_steps,
             "tasks_per_step": args.tasks_per_step, "repeats": args.repeats,
             "warmup": args.warmup, "temperature": args.temperature}
+
+
+def _write_json(path: Path, rows: list[dict[str, Any]], args: argparse.Namespace,
+                device: torch.device) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"meta": _meta(args, device), "rows": rows}, indent=2))
+    tmp.replace(path)
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    device = resolve_device(args.device)
+    rows = []
+    for name in args.config:
+        for batch in args.batch:
+            for relax in args.relaxation:
+                rows.append(run_config(name, batch, relax, args, device))
+                if args.json is not None:  # after every row: a killed run keeps its rows
+                    _write_json(args.json, rows, args, device)
+    mem_unit = "MiB peak" if device.type == "cuda" else "MiB RSS growth"
+    meta = _meta(args, device)
     print(f"# {meta['date']} {meta['device']} torch {meta['torch']} pyro {meta['pyro']} "
           f"threads {meta['threads']} T={args.inner_steps} C={args.tasks_per_step}")
     print(format_table(rows, mem_unit))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return rows
 
 

@@ -21,11 +21,11 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__)"
   # the GPU tests first: the CUDA-graph inner loop must equal the eager one
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
   # batch 64: every variant, the batched ones included (4 tasks x ~7.6 GB of activations)
-  timeout 280 python3 scripts/bench.py --config darts --batch 64 --device cuda --repeats 3 \
+  timeout 240 python3 scripts/bench.py --config darts --batch 64 --device cuda --repeats 3 \
     --warmup 1 --json "$OUT/bench_64.json"
   # batch 256: the batched variants would hold 4 x ~30 GB beside the graphs' pools: skip them
-  timeout 240 python3 scripts/bench.py --config darts --batch 256 --device cuda --repeats 2 \
+  timeout 200 python3 scripts/bench.py --config darts --batch 256 --device cuda --repeats 2 \
     --warmup 1 --no-vmap --json "$OUT/bench_256.json"
 } 2>&1 | tee "$OUT/bench.log"

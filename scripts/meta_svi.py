@@ -6,7 +6,7 @@ to one held-out task per family, and prints, per task, the adapted genotype and 
 accuracy after adaptation from the meta-prior vs. the same number of steps from the untrained
 start. Everything is written to a run directory (see pyro_base/runlog.py).
 
-    python scripts/meta_svi.py                                   # defaults, ~4 min on 2 cores
+    python scripts/meta_svi.py                                   # defaults, 3-4 min on 2 cores
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
     python scripts/meta_svi.py --resume runs/meta_svi-20261130-0100  # continue a run
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 import time
@@ -165,6 +166,9 @@ def check_memory(cfg: MetaConfig, space: Any, device: torch.device) -> None:
     batch = min(cfg.inner_batch, cfg.n_support)
     if cfg.mode == "maml":  # the meta-loss is a forward-backward pass on the whole query set
         batch = max(batch, cfg.n_query)
+    if cfg.batch_tasks:  # a rank adapts its share of the step's tasks at once
+        world = tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+        batch *= math.ceil(cfg.tasks_per_step / world)
     est = estimate_memory(space, batch,
                           unrolled_steps=max(unrolled, 1),
                           straight_through=cfg.relaxation == "straight_through")

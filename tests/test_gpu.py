@@ -93,3 +93,28 @@ def test_batched_cuda_graph_meta_step_moves_w_and_is_finite():
     assert next(iter(guide._static_loops.values()))._graph is not None
     assert torch.isfinite(model.W.mu).all()
     assert not torch.allclose(model.W.mu, mu0)
+
+
+def test_batched_cuda_graph_equals_the_same_loop_run_eagerly():
+    """tasks=3 with minibatches and a class count per task: captured == eager, twice."""
+    from inference.guides import OptimizationEmbeddingGuide
+    from inference.static_loop import StaticInnerLoop
+
+    model = _graph_model()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=4, batch_size=6, elbo_impl="graph")
+    xs = torch.randn(3, 10, 3, 12, 12, device="cuda")
+    ys = torch.stack([torch.randint(0, n, (10,), device="cuda") for n in (3, 5, 4)])
+    loops = [StaticInnerLoop(guide, x_shape=(3, 12, 12), size=10, batch=6, tasks=3,
+                             capture=capture) for capture in (False, True)]
+    W = model.W.named_tensors()
+    runs = []
+    for loop in loops:
+        for _ in range(2):
+            torch.manual_seed(11)
+            runs.append(loop.run(W, xs, ys, n_classes=[3, 5, 4], temperature=0.5))
+    assert loops[1]._graph is not None
+    (p_eager, l_eager) = runs[0]
+    for p_run, l_run in runs[1:]:
+        torch.testing.assert_close(l_run, l_eager, rtol=1e-4, atol=1e-5)
+        for name, value in p_eager.items():
+            torch.testing.assert_close(p_run[name], value, rtol=1e-4, atol=1e-5)
