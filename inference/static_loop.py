@@ -131,9 +131,9 @@ class StaticInnerLoop:
         self.ok = torch.ones(lead, device=device, dtype=torch.bool)
         self.loss = torch.zeros(lead, device=device, dtype=dtype)
         self.mask = torch.ones(*lead, model.space.n_classes, device=device, dtype=torch.bool)
-        grad_fn = grad_and_value(self._loss)
-        self._grad_fn = (vmap(grad_fn, randomness=randomness) if tasks is not None
-                         else grad_fn)
+        # one task: plain autograd (torch.func's grad costs ~20% more per step on a CPU)
+        self._grad_fn = (vmap(grad_and_value(self._loss), randomness=randomness)
+                         if tasks is not None else self._autograd_grad_and_value)
         self._graph: torch.cuda.CUDAGraph | None = None
 
     # -- the step --------------------------------------------------------------------------
@@ -142,6 +142,16 @@ class StaticInnerLoop:
         return functional_loss(self.model, {**fixed, **trainable}, x, y, size=self.size,
                                n_classes=None, temperature=self.tau,
                                weight_posterior=self.guide.weight_posterior, class_mask=mask)
+
+    def _autograd_grad_and_value(self, trainable: dict[str, torch.Tensor],
+                                 fixed: dict[str, torch.Tensor], x: torch.Tensor,
+                                 y: torch.Tensor, mask: torch.Tensor,
+                                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        leaves = {n: p.detach().requires_grad_(True) for n, p in trainable.items()}
+        with torch.enable_grad():
+            loss = self._loss(leaves, fixed, x, y, mask)
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+        return dict(zip(leaves, grads, strict=True)), loss.detach()
 
     def _step(self) -> None:
         """One inner step, reading and writing only the static buffers."""
