@@ -169,6 +169,7 @@ class OptimizationEmbeddingGuide:
         self.batch_size = batch_size
         self.elbo = TraceMeanField_ELBO()
         self._static_loops: dict[tuple, StaticInnerLoop] = {}
+        self._graph_pools: dict[str, tuple] = {}  # one CUDA-graph memory pool per device
 
     def _lr(self, name: str) -> float:
         if name == "mu":

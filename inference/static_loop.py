@@ -188,13 +188,24 @@ class StaticInnerLoop:
                         self._step()
                 torch.cuda.current_stream(device).wait_stream(stream)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph), _dense_supernet(self.model):
+                with torch.cuda.graph(graph, pool=self._pool()), _dense_supernet(self.model):
                     self._step()
             finally:
                 torch.cuda.set_rng_state(rng, device)
         self._graph = graph
         log.info("captured the inner step as a CUDA graph (tasks=%s, batch=%d)",
                  self.tasks, self.batch)
+
+    def _pool(self) -> tuple:
+        """The guide's graph memory pool, shared by all its loops' graphs on this device.
+
+        Safe to share: a graph's outputs are copied into static buffers allocated outside any
+        capture, so nothing in the pool outlives a replay, and replays never overlap."""
+        pools = self.guide._graph_pools
+        key = str(self.x.device)
+        if key not in pools:
+            pools[key] = torch.cuda.graph_pool_handle()
+        return pools[key]
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, start: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
