@@ -296,7 +296,11 @@ def _write_json(path: Path, rows: list[dict[str, Any]], args: argparse.Namespace
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        print(f"bench.py: error: --device: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     rows = []
     for name in args.config:
         for batch in args.batch:

@@ -117,6 +117,15 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
     assert all(concrete[f"{v}_img_s"] > 0 for v in concrete["variants"])
 
 
+def test_bench_without_cuda_refuses_device_cuda_in_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device",
+                           "cuda"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("bench.py: error: --device: device='cuda' but CUDA is not "
+                                   "available; use 'cpu' or 'auto'")
+
+
 def test_bench_help_needs_no_gpu():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
