@@ -28,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -132,12 +133,17 @@ class OptimizationEmbeddingGuide:
         captured as one CUDA graph per support shape on CUDA (eager elsewhere, where it
         equals ``"functional"``). Every op is computed (no zero-op skipping), so it speeds
         up the relaxed estimator; hard samples on a zero-skipping supernet are refused.
+    :param validate_every_step: with Pyro's validation enabled (its default), check the
+        distributions' arguments at every inner step instead of the first step of each
+        ``adapt`` only (the later steps repeat the first step's shapes; this saves ~2 ms per
+        step on a CPU, half of Pyro's overhead).
     """
 
     def __init__(self, model: BASEModel, *, inner_steps: int = 5, inner_lr: float = 0.01,
                  arch_lr: float | None = None, scale_lr: float | None = None,
                  weight_posterior: str = "gaussian", inner_optimizer: str = "adam",
-                 batch_size: int | None = None, elbo_impl: str = "pyro") -> None:
+                 batch_size: int | None = None, elbo_impl: str = "pyro",
+                 validate_every_step: bool = False) -> None:
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         for name, value in (("inner_lr", inner_lr), ("arch_lr", arch_lr),
@@ -167,6 +173,7 @@ class OptimizationEmbeddingGuide:
         self.weight_posterior = weight_posterior
         self.inner_optimizer = inner_optimizer
         self.batch_size = batch_size
+        self.validate_every_step = validate_every_step
         self.elbo = TraceMeanField_ELBO()
         self._static_loops: dict[tuple, StaticInnerLoop] = {}
         self._graph_pools: dict[str, tuple] = {}  # one CUDA-graph memory pool per device
@@ -236,8 +243,12 @@ class OptimizationEmbeddingGuide:
         for t in range(1, steps + 1):
             idx = torch.randperm(N, device=x.device)[:B] if B < N else None
             xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            loss = self.loss(self.posterior(params), xb, yb, size=N, n_classes=n_classes,
-                             temperature=temperature)
+            # Pyro validates distribution arguments at the first step only (if enabled): the
+            # later steps have the same shapes, and a non-finite loss ends the loop anyway
+            with (contextlib.nullcontext() if t == 1 or self.validate_every_step
+                  else pyro.validation_enabled(False)):
+                loss = self.loss(self.posterior(params), xb, yb, size=N, n_classes=n_classes,
+                                 temperature=temperature)
             losses.append(float(loss.detach()))
             if callback is not None:
                 callback(t, losses[-1])

@@ -294,6 +294,38 @@ def test_guide_bad_input():
         autoguide_from_W(model, "mvn")
 
 
+@pytest.mark.parametrize("validate_every_step,globally,expected", [
+    (False, True, [True, False, False]),
+    (True, True, [True, True, True]),
+    (False, False, [False, False, False]),
+])
+def test_pyro_validates_the_first_inner_step(validate_every_step, globally, expected,
+                                             monkeypatch):
+    """Validation (when on) checks the first step of each adapt; the rest skip its cost."""
+    model = _tiny_model()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=3,
+                                       validate_every_step=validate_every_step)
+    seen = []
+    loss = guide.loss
+    monkeypatch.setattr(guide, "loss", lambda *a, **k: (
+        seen.append(dist.is_validation_enabled()), loss(*a, **k))[1])
+    x, y = _easy_task(n=6).support
+    with pyro.validation_enabled(globally):
+        guide.adapt(x, y, n_classes=3, temperature=0.5)
+        assert dist.is_validation_enabled() is globally  # restored
+    assert seen == expected
+    # a NaN in W is caught by the first step's validation (when validation is on)
+    with torch.no_grad():
+        model.W.mu[0] = float("nan")
+    with pyro.validation_enabled(globally):
+        if globally:
+            with pytest.raises(ValueError, match="loc"):
+                guide.adapt(x, y, n_classes=3, temperature=0.5)
+        else:
+            _, losses = guide.adapt(x, y, n_classes=3, temperature=0.5)
+            assert len(losses) == 1 and math.isnan(losses[0])
+
+
 # -- swapping guides: Pyro's autoguides on the same model -------------------------------------
 
 @pytest.mark.parametrize("learn_prior", [False, True], ids=["W-held", "W-learned"])
