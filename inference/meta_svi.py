@@ -179,9 +179,9 @@ class MetaSVI:
         W = self.model.W.named_tensors()
         device = next(iter(W.values())).device
         acc = {n: torch.zeros_like(p) for n, p in W.items()}
-        per_task: list[dict[str, Any]] = []
         self.optimizer.zero_grad(set_to_none=True)
         mine = [(c, task.to(device)) for c, task in enumerate(tasks) if c % world == rank]
+        per_task: list[dict[str, Any]]
         if self.batch_tasks:
             per_task = self._batched_updates(mine, step, tau, acc)
         else:
