@@ -41,7 +41,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from inference.functional_elbo import check_supported, functional_loss
-from inference.static_loop import StaticInnerLoop, check_dense_ok
+from inference.static_loop import ADAM_BETAS, ADAM_EPS, StaticInnerLoop, check_dense_ok
 from models.base_model import BASEModel
 from models.relaxations import Relaxation, check_temperature
 
@@ -92,7 +92,8 @@ class AdaptedPosterior:
         return decode(self.op_probs(), space=space, rule=rule)
 
 
-def _functional_adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):  # noqa: ANN202
+def _functional_adam(beta1: float = ADAM_BETAS[0], beta2: float = ADAM_BETAS[1],  # noqa: ANN202
+                     eps: float = ADAM_EPS):
     state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def step(name: str, p: torch.Tensor, g: torch.Tensor, lr: float, t: int) -> torch.Tensor:

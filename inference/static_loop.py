@@ -231,22 +231,16 @@ class StaticInnerLoop:
                              f"model's), got {x.dtype} on {x.device}, y on {y.device}")
         steps = self.guide.inner_steps if steps is None else steps
         mask = self._class_mask(n_classes)
+        if self.capture and self._graph is None and steps > 0:
+            self._capture()  # its warm-up moves the buffers: they are (re)set below
         with torch.no_grad():
             self.mask.copy_(mask)
+            self.tau.fill_(temperature)
             for n, p in self.params.items():
                 p.copy_(start[n].detach().expand_as(p))
             for buf in (*self.m.values(), *self.v.values()):
                 buf.zero_()
             self.ok.fill_(True)
-            self.tau.fill_(temperature)
-        if self.capture and self._graph is None and steps > 0:
-            self._capture()
-            with torch.no_grad():  # the warm-up and capture moved the buffers
-                for n, p in self.params.items():
-                    p.copy_(start[n].detach().expand_as(p))
-                for buf in (*self.m.values(), *self.v.values()):
-                    buf.zero_()
-                self.ok.fill_(True)
         losses, failed = [], torch.zeros_like(self.ok)
         b1, b2 = ADAM_BETAS
         for t in range(1, steps + 1):
