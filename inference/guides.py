@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -214,12 +214,15 @@ class OptimizationEmbeddingGuide:
               temperature: float,
               steps: int | None = None, order: str = "none",
               callback: Callable[[int, float], None] | None = None,
+              snapshot: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
               ) -> tuple[AdaptedPosterior, list[float]]:
         """Run ``steps`` (default ``inner_steps``) inner steps on the support set ``(x, y)``.
 
         Returns the adapted posterior and the per-step losses (before each step). With
         ``order="none"`` the result is detached from ``W``. A non-finite loss ends the loop
         early: the losses then end with it and the parameters are those it was computed at.
+        ``callback(t, loss)`` sees each step's loss; ``snapshot(t, params)`` the detached
+        parameters after step ``t`` (neither draws random numbers: the path is unchanged).
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -227,7 +230,8 @@ class OptimizationEmbeddingGuide:
             raise ValueError("cannot adapt to an empty support set")
         check_temperature(temperature)
         steps = self.inner_steps if steps is None else steps
-        if self.elbo_impl == "graph" and order == "none" and callback is None:
+        if self.elbo_impl == "graph" and order == "none" and callback is None \
+                and snapshot is None:
             return self._adapt_static(x, y, n_classes=n_classes, temperature=temperature,
                                       steps=steps)
         names = [n for n in self.model.W.named_tensors()
@@ -265,9 +269,34 @@ class OptimizationEmbeddingGuide:
                 if order == "none":
                     new[n] = new[n].detach().requires_grad_(True)
             params = new
+            if snapshot is not None:
+                snapshot(t, {n: p.detach() for n, p in params.items()})
         if order == "none":
             params = {n: p.detach() for n, p in params.items()}
         return self.posterior(params), losses
+
+    def adapt_path(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
+                   temperature: float, steps: Sequence[int],
+                   ) -> tuple[dict[int, AdaptedPosterior], list[float]]:
+        """One first-order inner loop to ``max(steps)``; the posterior after each of ``steps``.
+
+        The posterior at ``k`` steps equals ``adapt(..., steps=k)`` from the same RNG state
+        (``0``: ``W`` itself); after an early stop on a non-finite loss, the later step counts
+        get the parameters the loop stopped at, as ``adapt`` would return them.
+        """
+        wanted = sorted(set(steps))
+        if not wanted or wanted[0] < 0:
+            raise ValueError(f"steps must be a non-empty list of ints >= 0, got {steps!r}")
+        kept: dict[int, dict[str, torch.Tensor]] = {}
+
+        def keep(t: int, params: dict[str, torch.Tensor]) -> None:
+            if t in wanted:
+                kept[t] = params
+
+        last, losses = self.adapt(x, y, n_classes=n_classes, temperature=temperature,
+                                  steps=wanted[-1], snapshot=keep)
+        out = {k: (self.posterior(kept[k]) if k in kept else last) for k in wanted if k > 0}
+        return ({0: self.prior_posterior()} if wanted[0] == 0 else {}) | out, losses
 
     def static_loop(self, *, x_shape: tuple[int, ...], size: int, tasks: int | None,
                     device: torch.device, dtype: torch.dtype,
