@@ -12,6 +12,7 @@ Usage::
     plot_op_forest(idata, "forest_normal.svg", cell="normal")
     plot_genotype(genotype, "cell_normal.png", cell="normal")
     plot_metrics(run_dir / "metrics.jsonl", "curves.png")
+    plot_adaptation_curves(evaluation.families, "curves.png")   # inference.evaluation
 """
 
 from __future__ import annotations
@@ -239,3 +240,34 @@ def _accuracy_panel(ax: Any, events: list[dict[str, Any]]) -> None:
     ax.set_ylabel("accuracy", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, title="adaptation", title_fontsize=8)
+
+
+def plot_adaptation_curves(families: dict[str, dict[str, Any]], path: str | os.PathLike, *,
+                           dpi: int = 120) -> Path:
+    """Query accuracy against adaptation steps, one panel per family, one line per arm.
+
+    ``families`` is :func:`inference.evaluation.summarize`'s output: per family ``steps`` and
+    ``accuracy[arm]`` with ``mean``, ``lo`` and ``hi`` per step count (the band is the 95%
+    bootstrap interval of the arm's mean over tasks).
+    """
+    path = _check(path, dpi)
+    if not families:
+        raise ValueError("families is empty: nothing to plot")
+    ncols = min(3, len(families))
+    nrows = math.ceil(len(families) / ncols)
+    fig = Figure(figsize=(4.0 * ncols, 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax, (family, summary) in zip(axes.flat, families.items(), strict=False):
+        steps = np.asarray(summary["steps"], float)
+        for j, (arm, acc) in enumerate(summary["accuracy"].items()):
+            ax.plot(steps, acc["mean"], marker="o", ms=3, color=f"C{j}", label=arm)
+            ax.fill_between(steps, acc["lo"], acc["hi"], color=f"C{j}", alpha=0.2, lw=0)
+        ax.set_title(f"{family} ({summary['n_tasks']} tasks)", fontsize=10)
+        ax.set_xlabel("adaptation steps", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query accuracy", fontsize=9)
+    for ax in list(axes.flat)[len(families):]:
+        ax.set_axis_off()
+    axes.flat[0].legend(fontsize=8)
+    return _save(fig, path, dpi)
