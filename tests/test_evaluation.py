@@ -1,0 +1,214 @@
+"""inference.evaluation and scripts/evaluate.py: paired arms, step-count snapshots, bootstrap,
+the files written, and the command's help and errors (tiny preset, runs made here)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.adapt import adapt, predictive_probs
+from inference.evaluation import (
+    ARMS,
+    PREFERRED,
+    bootstrap_interval,
+    evaluate_run,
+    format_summary,
+    pair_seed,
+    top_ops,
+)
+from inference.factory import (
+    build_guide,
+    build_meta_svi,
+    build_model,
+    build_space,
+    build_tasks,
+    load_trained,
+)
+from pyro_base.checkpoint import save_checkpoint
+from pyro_base.config import MetaConfig
+from pyro_base.runlog import CHECKPOINT, CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+CFG = MetaConfig(preset="tiny", families=["motif", "colour"], n_support=16, n_query=16,
+                 steps=2, tasks_per_step=2, inner_steps=1, inner_batch=8, num_samples=2,
+                 n_heldout=1, adapt_steps=1, seed=3)
+STEPS = (0, 1, 3)
+
+
+def make_run(path: Path, cfg: MetaConfig, *, train: bool) -> tuple[Path, dict]:
+    """A run directory (config.yaml, checkpoint.pt) as scripts/meta_svi.py writes it; with
+    ``train=False`` the checkpoint's W is W_0. Returns the path and W_0."""
+    space = build_space(cfg)
+    model = build_model(cfg, space)
+    w0 = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    svi = build_meta_svi(cfg, model, build_guide(cfg, model))
+    if train:
+        svi.run(build_tasks(cfg, space), cfg.steps, progress=False)
+    path.mkdir(parents=True)
+    cfg.to_yaml(path / CONFIG)
+    save_checkpoint(path / CHECKPOINT, {"svi": svi.state_dict(), "config": cfg.to_dict()},
+                    space=space)
+    return path, w0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path, w0 = make_run(tmp_path_factory.mktemp("eval") / "run", CFG, train=True)
+    result = evaluate_run(path, tasks_per_family=2, steps=STEPS, n_boot=500)
+    return path, w0, result
+
+
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_files_are_written_and_intervals_contain_the_means(trained):
+    path, _, result = trained
+    data = json.loads((path / "evaluation" / "evaluation.json").read_text())
+    assert data["settings"]["steps"] == list(STEPS) and data["settings"]["arms"] == list(ARMS)
+    assert data["settings"]["families"] == ["motif", "colour"] and data["seconds"] > 0
+    assert len(data["tasks"]) == 4 and data["families"] == json.loads(
+        json.dumps(result.families))
+    assert (path / "evaluation" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((path / "evaluation").glob("*.tmp*"))
+    for family in data["families"].values():
+        stats = [*family["accuracy"].values(), *family["gains"].values()]
+        assert len(stats) == 6 and family["n_tasks"] == 2
+        for s in stats:
+            for mean, lo, hi in zip(s["mean"], s["lo"], s["hi"], strict=True):
+                assert lo - 1e-12 <= mean <= hi + 1e-12
+    for r in data["tasks"]:  # per task: the paired gain is the difference of the arms
+        assert set(r["accuracy"]) == set(ARMS) and len(r["accuracy"]["meta"]) == len(STEPS)
+    motif = data["families"]["motif"]
+    matches = [r["top_op"]["meta"]["normal"] in PREFERRED["motif"] for r in data["tasks"]
+               if r["family"] == "motif"]
+    assert motif["match_fraction"] == pytest.approx(np.mean(matches))
+    assert data["families"]["colour"]["match_fraction"] is None
+    table = format_summary(result)
+    assert table.count("| motif |") == len(STEPS) + 1 and "gain weights-only" in table
+
+
+def test_step_counts_equal_separate_adapt_calls(trained):
+    """Accuracy after k steps = adapt(steps=k) from the pair seed, then the predictive."""
+    path, _, result = trained
+    model, _, cfg, _ = load_trained(path)
+    guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
+    task = build_tasks(cfg, build_space(cfg)).task("colour", 1, "test")
+    record = next(r for r in result.tasks if r["task"] == task.name)
+    (xs, ys), (xq, yq) = task.support, task.query
+    torch.manual_seed(pair_seed(0, 1, 1, 0))
+    path_posts, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
+                                     temperature=cfg.adapt_temperature, steps=STEPS)
+    for j, k in enumerate(STEPS):
+        torch.manual_seed(pair_seed(0, 1, 1, 0))
+        post, _ = guide.adapt(xs, ys, n_classes=task.n_classes,
+                              temperature=cfg.adapt_temperature, steps=k)
+        for name, p in post.params.items():
+            assert torch.equal(p, path_posts[k].params[name]), (k, name)
+        torch.manual_seed(pair_seed(0, 1, 1, 1 + k))
+        probs = predictive_probs(model, post, xq, n_classes=task.n_classes,
+                                 temperature=cfg.adapt_temperature, num_samples=cfg.num_samples)
+        assert float((probs.argmax(-1) == yq).float().mean()) == record["accuracy"]["meta"][j]
+    torch.manual_seed(pair_seed(0, 1, 1, 1))  # step 0: adapt()'s no-adaptation result
+    assert adapt(model, guide, task, steps=0, temperature=cfg.adapt_temperature,
+                 num_samples=cfg.num_samples).query_accuracy == record["accuracy"]["meta"][0]
+
+
+def test_untrained_arm_is_the_runs_start(trained, tmp_path):
+    """W_0 is rebuilt exactly; with a checkpoint holding W_0 every arm gives the same numbers."""
+    from inference.evaluation import _arm_states
+
+    path, w0, _ = trained
+    _, _, cfg, state = load_trained(path)
+    states = _arm_states(cfg, {k: v.clone() for k, v in state["svi"]["W"].items()}, "cpu")
+    for k, v in w0.items():
+        assert torch.equal(states["untrained"][k], v)
+        expected = v if k.startswith("alpha_") else state["svi"]["W"][k]
+        assert torch.equal(states["meta_weights_uniform_arch"][k], expected)
+    assert not torch.equal(state["svi"]["W"]["mu"], w0["mu"])  # training moved W
+    run, _ = make_run(tmp_path / "untrained", CFG.replace(families=["relation"]), train=False)
+    result = evaluate_run(run, tasks_per_family=2, steps=(0, 2), n_boot=100)
+    for r in result.tasks:
+        assert r["accuracy"]["meta"] == r["accuracy"]["untrained"]
+        assert r["accuracy"]["meta"] == r["accuracy"]["meta_weights_uniform_arch"]
+        assert r["top_op"]["meta"] == r["top_op"]["untrained"]
+    gain = result.families["relation"]["gains"]["meta-untrained"]
+    assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
+
+
+def test_bootstrap_interval_on_hand_made_examples():
+    mean, lo, hi = bootstrap_interval([0.0, 1.0], n_boot=4000, seed=0)
+    assert (mean, lo, hi) == (0.5, 0.0, 1.0)  # resampled means: 0, 1/2, 1 w.p. 1/4, 1/2, 1/4
+    mean, lo, hi = bootstrap_interval([[0.3, 1.0]] * 5, n_boot=50)
+    assert mean.tolist() == lo.tolist() == hi.tolist() == [0.3, 1.0]
+    values = np.random.default_rng(1).normal(2.0, 1.0, 400)
+    mean, lo, hi = bootstrap_interval(values, n_boot=4000, seed=2)
+    half = 1.96 * values.std() / np.sqrt(len(values))  # the normal approximation
+    assert lo == pytest.approx(mean - half, abs=0.02) and hi == pytest.approx(mean + half,
+                                                                               abs=0.02)
+    with pytest.raises(ValueError, match="at least one row"):
+        bootstrap_interval([])
+
+
+def test_top_op_excludes_none(tiny_model):
+    from inference.guides import OptimizationEmbeddingGuide
+
+    post = OptimizationEmbeddingGuide(tiny_model).prior_posterior()
+    ops = tiny_model.space.ops
+    for cell in post.cells:
+        alpha = torch.zeros_like(post.params[f"alpha_{cell}"])
+        alpha[:, ops.index("none")] = 9.0
+        alpha[:, ops.index("dil_conv_5x5")] = 5.0
+        post.params[f"alpha_{cell}"] = alpha
+    assert top_ops(post, ops) == {c: "dil_conv_5x5" for c in post.cells}
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"tasks_per_family": 0}, "tasks_per_family"), ({"steps": ()}, "steps"),
+    ({"steps": (1, 1)}, "steps"), ({"steps": (0, -2)}, "steps"), ({"arms": ("meta", "x")}, "arms"),
+    ({"device": "tpu"}, "device"), ({"seed": -1}, "seed"), ({"n_boot": 0}, "n_boot"),
+    ({"elbo_impl": "fast"}, "elbo_impl")])
+def test_bad_arguments_are_refused_before_reading_the_run(kwargs, name, tmp_path):
+    with pytest.raises(ValueError, match=name):
+        evaluate_run(tmp_path / "absent", **kwargs)
+
+
+def test_cli_help_runs_without_data():
+    r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--device", "--seed",
+                 "--progress"):
+        assert flag in r.stdout
+
+
+def test_cli_errors_name_the_path(tmp_path, capsys):
+    cli = script().cli
+    assert cli([str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "absent" in err and "\n" not in err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CONFIG).write_text("preset: tiny\n")
+    assert cli([str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(tmp_path / "run") in err and CHECKPOINT in err
+    assert "\n" not in err
+
+
+def test_cli_prints_the_summary(trained, tmp_path, capsys):
+    path = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    assert script().cli([str(path), "--tasks-per-family", "1", "--steps", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| family | steps | meta | untrained | uniform-arch |" in out
+    assert "| colour | 1 |" in out
