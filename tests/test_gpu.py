@@ -46,7 +46,8 @@ def _graph_model():
     from pyro_base.supernet import SuperNet
 
     torch.manual_seed(0)
-    return BASEModel(SuperNet(SearchSpace.preset("tiny"), skip_zero=False), beta=0.01).to(torch.device("cuda"))
+    model = BASEModel(SuperNet(SearchSpace.preset("tiny"), skip_zero=False), beta=0.01)
+    return model.to(torch.device("cuda"))
 
 
 def test_cuda_graph_inner_loop_equals_eager_functional_loop():
