@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_base.cpu_conv import channels_last, set_fast_path
 from pyro_base.genotype import Genotype
 from pyro_base.ops import FactorizedReduce, ReLUConvBN, make_op
 
@@ -134,6 +135,8 @@ class Network(nn.Module):
     :param in_channels: image channels.
     :param reductions: reduction cell indices (default DARTS' ``layers // 3``,
         ``2 * layers // 3``); the auxiliary head follows the last one.
+    :param cpu_fast: on a CPU, run in the channels-last layout with the fast depthwise and
+        pointwise convolutions of :mod:`pyro_base.cpu_conv` (equal outputs to float rounding).
 
     ``forward(x)`` returns ``(logits, logits_aux)``, ``logits_aux`` being None unless
     ``auxiliary`` and in training mode. Set ``drop_path_prob`` from the training loop.
@@ -141,7 +144,7 @@ class Network(nn.Module):
 
     def __init__(self, genotype: Genotype, *, C: int, n_classes: int, layers: int,
                  auxiliary: bool = False, stem: str = "cifar", in_channels: int = 3,
-                 reductions: Sequence[int] | None = None) -> None:
+                 reductions: Sequence[int] | None = None, cpu_fast: bool = True) -> None:
         super().__init__()
         if not isinstance(genotype, Genotype):
             raise ValueError(f"genotype must be a Genotype, got {type(genotype).__name__}")
@@ -195,11 +198,15 @@ class Network(nn.Module):
         self.auxiliary_head = AuxiliaryHead(C_aux, n_classes, stem=stem) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, n_classes)
+        self.cpu_fast = cpu_fast
+        set_fast_path(self, cpu_fast)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input has shape {tuple(x.shape)}; expected "
                              f"[B, {self.in_channels}, H, W]")
+        if self.cpu_fast and x.device.type == "cpu":
+            x = channels_last(x)
         if self.stem_type == "cifar":
             s0 = s1 = self.stem(x)
         else:

@@ -22,33 +22,48 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from pyro_base.cpu_conv import DepthwiseConv2d, PointwiseConv2d
+
 
 def _bn(C: int, affine: bool, track: bool) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(C, affine=affine, track_running_stats=track)
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUFirst(nn.Sequential):
+    """A ``Sequential`` whose first layer is a ReLU; ``after_relu(r)`` runs the rest.
+
+    ``op(x) == op.after_relu(relu(x))``: a mixed op computes ``relu(h)`` once for all of its
+    ops that start with one (the CPU fast path of :class:`~pyro_base.supernet.MixedOp`).
+    """
+
+    def after_relu(self, r: torch.Tensor) -> torch.Tensor:
+        for layer in list(self)[1:]:
+            r = layer(r)
+        return r
+
+
+class ReLUConvBN(ReLUFirst):
     """ReLU -> Conv -> BN, the preprocessing block of a cell input."""
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
                  affine: bool = True, track: bool = True) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
+            PointwiseConv2d(C_in, C_out) if (kernel, stride, padding) == (1, 1, 0)
+            else nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
             _bn(C_out, affine, track),
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(ReLUFirst):
     """ReLU -> depthwise dilated conv -> pointwise conv -> BN."""
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
                  dilation: int, affine: bool = True, track: bool = True) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
-            nn.Conv2d(C_in, C_out, 1, bias=False),
+            DepthwiseConv2d(C_in, kernel, stride=stride, padding=padding, dilation=dilation),
+            PointwiseConv2d(C_in, C_out),
             _bn(C_out, affine, track),
         )
 
@@ -63,8 +78,12 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_out, kernel, 1, padding, 1, affine, track),
         )
 
+    def after_relu(self, r: torch.Tensor) -> torch.Tensor:
+        """``self(x) == self.after_relu(relu(x))``: the first block's ReLU is already applied."""
+        return self[1](self[0].after_relu(r))
 
-class Conv7x1_1x7(nn.Sequential):
+
+class Conv7x1_1x7(ReLUFirst):
     """ReLU -> 1x7 conv -> 7x1 conv -> BN (NASNet / AmoebaNet op)."""
 
     def __init__(self, C: int, stride: int, affine: bool = True, track: bool = True) -> None:

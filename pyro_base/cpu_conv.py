@@ -1,0 +1,125 @@
+"""Convolutions with a CPU fast path: the same parameters as ``nn.Conv2d``, faster kernels.
+
+PyTorch's CPU convolutions (oneDNN) are slow for the small depthwise and pointwise
+convolutions of the DARTS ops in the default (NCHW) layout; measured on one core, forward +
+backward, batch 32, 16x16, C=8: depthwise 5x5 3.8 ms (NCHW) vs 1.1 ms (channels-last), dilated
+5x5 6.9 vs 1.5 ms, pointwise 0.79 ms (NCHW conv) vs 0.38 ms (channels-last conv) vs 0.21 ms
+(a matrix product over the channels-last view). The supernet therefore runs in the
+channels-last layout on a CPU, and these modules pick, per call, the fastest exact way:
+
+* :class:`DepthwiseConv2d` (``groups = C``):
+
+  - stride 2, dilation 2, even padding ``p``: an undilated convolution of the even pixels,
+    ``out[i] = sum_k w[k] x[2i + 2k - p] = sum_k w[k] x_even[i + k - p/2]`` (a quarter of the
+    work; the stock strided dilated kernel is slowest of all in channels-last);
+  - stride 1, dilation 2, a kernel reaching past the image (e.g. 5x5 on 8x8): the four
+    polyphase sub-images ``x[a::2, b::2]`` as a batch of undilated convolutions (dilation 2
+    never mixes pixels of different parities);
+  - otherwise the stock kernel.
+
+* :class:`PointwiseConv2d` (1x1, stride 1): on a channels-last input, ``x @ W^T`` over the
+  channel axis.
+
+Each path is the same sum in another order: outputs and gradients equal the stock modules' to
+float rounding (tested in float64). ``fast = False`` (or a non-CPU device) runs ``nn.Conv2d``
+unchanged; :func:`set_fast_path` switches a whole network.
+
+Usage::
+
+    conv = DepthwiseConv2d(16, 5, stride=1, padding=4, dilation=2)
+    y = conv(x.contiguous(memory_format=torch.channels_last))
+    set_fast_path(net, False)          # the stock kernels, e.g. for a reference timing
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d", "channels_last", "set_fast_path"]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels-last layout; unchanged inside ``torch.func.vmap`` (which keeps
+    the layout it was given: it cannot copy into channels-last)."""
+    try:
+        return x.contiguous(memory_format=torch.channels_last)
+    except RuntimeError:
+        return x
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is channels-last contiguous; False inside ``vmap`` (which cannot say)."""
+    try:
+        return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:
+        return False
+
+
+def _fast_here(module: nn.Module, x: torch.Tensor) -> bool:
+    return bool(getattr(module, "fast", False)) and x.device.type == "cpu"
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(C, C, kernel, groups=C, bias=False)`` with the CPU paths above."""
+
+    fast: bool = True
+
+    def __init__(self, C: int, kernel: int, *, stride: int, padding: int,
+                 dilation: int = 1) -> None:
+        super().__init__(C, C, kernel, stride=stride, padding=padding, dilation=dilation,
+                         groups=C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        path = self._path(x) if _fast_here(self, x) else "stock"
+        if path == "stock":
+            return super().forward(x)
+        p = self.padding[0]
+        if path == "even":
+            return F.conv2d(x[:, :, ::2, ::2], self.weight, None, 1, p // 2, 1, self.groups)
+        B, C, H, W = x.shape
+        phases = (x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 3, 5, 1, 2, 4)
+                  .reshape(B * 4, C, H // 2, W // 2))
+        y = F.conv2d(channels_last(phases), self.weight, None, 1, p // 2, 1, self.groups)
+        return channels_last(y.reshape(B, 2, 2, C, H // 2, W // 2).permute(0, 3, 4, 1, 5, 2)
+                             .reshape(B, C, H, W))
+
+    def _path(self, x: torch.Tensor) -> str:
+        """``"even"``, ``"phases"`` or ``"stock"`` for this input (see the module docstring)."""
+        k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
+        if not (k[0] == k[1] and s[0] == s[1] and d == (2, 2) and p[0] == p[1] and p[0] % 2 == 0):
+            return "stock"
+        if s[0] == 2:
+            return "even"
+        H, W = x.shape[-2:]
+        reach = 2 * (k[0] - 1) + 1
+        if s[0] == 1 and p[0] == k[0] - 1 and H % 2 == 0 and W % 2 == 0 and reach > min(H, W):
+            return "phases"
+        return "stock"
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(C_in, C_out, 1, bias=False)``; a matrix product on channels-last input."""
+
+    fast: bool = True
+
+    def __init__(self, C_in: int, C_out: int) -> None:
+        super().__init__(C_in, C_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_here(self, x) and x.shape[1] > 1 and _is_channels_last(x):
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1))
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+def set_fast_path(module: nn.Module, enabled: bool) -> None:
+    """Turn the CPU fast path of every module inside ``module`` that has one on or off.
+
+    A module has one when its class defines a ``fast`` attribute (these convolutions, and the
+    supernet's mixed op).
+    """
+    for m in module.modules():
+        if hasattr(type(m), "fast"):
+            m.fast = enabled
