@@ -48,7 +48,7 @@ _POSITIVE = {"inner_lr", "arch_lr", "meta_lr", "beta", "init_scale", "prior_scal
              "tau_start", "tau_end", "adapt_temperature", "collective_timeout"}
 _AT_LEAST_1 = {"steps", "tasks_per_step", "inner_batch", "n_support", "n_query", "n_heldout",
                "max_bad_steps", "checkpoint_every", "num_samples", "posterior_draws"}
-_AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed"}
+_AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads"}
 # timedelta and torch.manual_seed overflow beyond these
 _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
@@ -102,6 +102,7 @@ class MetaConfig:
     posterior_draws: int = 64
     # running
     device: str = "auto"
+    threads: int = 1
     seed: int = 0
     deterministic: bool = False
     nan_policy: str = "stop"

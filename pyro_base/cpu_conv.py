@@ -73,9 +73,11 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         path = self._path(x) if _fast_here(self, x) else "stock"
+        p, d = self.padding[0], self.dilation[0]
+        if path == "same":
+            return _SameDepthwise.apply(x, self.weight, p, d)
         if path == "stock":
             return super().forward(x)
-        p = self.padding[0]
         if path == "even":
             return F.conv2d(x[:, :, ::2, ::2], self.weight, None, 1, p // 2, 1, self.groups)
         B, C, H, W = x.shape
@@ -86,17 +88,49 @@ class DepthwiseConv2d(nn.Conv2d):
                              .reshape(B, C, H, W))
 
     def _path(self, x: torch.Tensor) -> str:
-        """``"even"``, ``"phases"`` or ``"stock"`` for this input (see the module docstring)."""
+        """``"even"``, ``"phases"``, ``"same"`` or ``"stock"`` for this input."""
         k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
-        if not (k[0] == k[1] and s[0] == s[1] and d == (2, 2) and p[0] == p[1] and p[0] % 2 == 0):
+        if not (k[0] == k[1] and s[0] == s[1] and d[0] == d[1] and p[0] == p[1]):
             return "stock"
-        if s[0] == 2:
-            return "even"
+        k, s, d, p = k[0], s[0], d[0], p[0]
         H, W = x.shape[-2:]
-        reach = 2 * (k[0] - 1) + 1
-        if s[0] == 1 and p[0] == k[0] - 1 and H % 2 == 0 and W % 2 == 0 and reach > min(H, W):
-            return "phases"
+        if d == 2 and p % 2 == 0:
+            if s == 2:
+                return "even"
+            if s == 1 and p == k - 1 and H % 2 == 0 and W % 2 == 0 and 2 * k - 1 > min(H, W):
+                return "phases"
+        if s == 1 and 2 * p == d * (k - 1) and _is_channels_last(x):
+            return "same"
         return "stock"
+
+
+class _SameDepthwise(torch.autograd.Function):
+    """A stride-1 "same" depthwise convolution whose input gradient is itself a depthwise
+    convolution (with the flipped kernel), ``dL/dx = conv(dL/dy, flip(w))``: 3-4x faster than
+    oneDNN's backward kernel on a CPU. The weight gradient is PyTorch's. Differentiable twice
+    (the backward is made of differentiable ops)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, padding: int,  # type: ignore[override]
+                dilation: int) -> torch.Tensor:
+        # the (ctx, ...) form: with a separate setup_context, every apply() binds the
+        # signature with inspect, ~12 us a call
+        ctx.save_for_backward(x, w)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, w, None, 1, padding, dilation, w.shape[0])
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[no-untyped-def,override]
+        x, w = ctx.saved_tensors
+        p, d, C = ctx.padding, ctx.dilation, w.shape[0]
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = F.conv2d(g, w.flip(-1, -2), None, 1, p, d, C)
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(
+                g, x, w, None, [1, 1], [p, p], [d, d], False, [0, 0], C,
+                [False, True, False])[1]
+        return gx, gw, None, None
 
 
 class PointwiseConv2d(nn.Conv2d):

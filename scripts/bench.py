@@ -5,11 +5,15 @@ round-robin, these variants (median seconds per step after warm-up):
 
 * ``ref``: the supernet's weights as ``nn.Parameter``, ``z = gumbel_softmax(alpha)`` per cell
   type, cross-entropy, ``backward``, SGD (momentum) on the weights and Adam on ``alpha``; no
-  Pyro. Throughput = ``batch`` images per step.
+  Pyro, PyTorch's stock modules in the default layout (``cpu_fast=False``): the eager
+  DARTS-style step. Throughput = ``batch`` images per step.
 * ``pyro`` (ours, the default): one :meth:`MetaSVI.step` (Reptile) of ``--tasks-per-step``
   tasks, each adapted for ``--inner-steps`` steps on a support set of ``batch`` images with the
   ``TraceMeanField_ELBO`` inner loss. Throughput = ``C * T * batch`` images through the
   supernet per second, inner steps included (query scoring is off).
+* ``pyro_stock``: the same step with the supernet's CPU fast path off (``cpu_fast=False``:
+  stock convolutions in the default layout), so ``pyro_stock -> pyro`` is the fast path's
+  gain (on CUDA the two are the same computation).
 * ``functional``: the same meta-step with ``elbo_impl="functional"`` (the same loss without
   Pyro), so ``pyro overhead = time(pyro) / time(functional)``.
 * ``graph``: ``elbo_impl="graph"``: the inner step over static buffers
@@ -143,7 +147,7 @@ def measure(steps: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
 def reference_step(space: SearchSpace, batch: int, device: torch.device,
                    temperature: float) -> Callable[[], float]:
     """A plain DARTS-style step: relaxed one-hot z, cross-entropy, backward, SGD + Adam."""
-    net = SuperNet(space, skip_zero=False).to(device)
+    net = SuperNet(space, skip_zero=False, cpu_fast=False).to(device)
     alpha = {c: torch.zeros(space.z_shape, device=device, requires_grad=True)
              for c in space.cell_types}
     w_opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
@@ -175,17 +179,18 @@ def _tasks(space: SearchSpace, batch: int, n: int, device: torch.device) -> list
 
 
 def _model(space: SearchSpace, relaxation: str, device: torch.device, *,
-           skip_zero: bool) -> BASEModel:
-    return BASEModel(SuperNet(space, skip_zero=skip_zero),
+           skip_zero: bool, cpu_fast: bool = True) -> BASEModel:
+    return BASEModel(SuperNet(space, skip_zero=skip_zero, cpu_fast=cpu_fast),
                      relaxation=make_relaxation(relaxation), beta=0.01).to(device)
 
 
 def ours_step(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
               elbo_impl: str, batch_tasks: bool, inner_steps: int, tasks_per_step: int,
-              temperature: float, seed: int) -> Callable[[], float]:
+              temperature: float, seed: int, cpu_fast: bool = True) -> Callable[[], float]:
     """One Reptile meta-step of pyro-base on ``tasks_per_step`` synthetic tasks."""
     torch.manual_seed(seed)
-    model = _model(space, relaxation, device, skip_zero=elbo_impl != "graph" and not batch_tasks)
+    model = _model(space, relaxation, device, skip_zero=elbo_impl != "graph" and not batch_tasks,
+                   cpu_fast=cpu_fast)
     guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps, elbo_impl=elbo_impl)
     svi = MetaSVI(model, guide, tasks_per_step=tasks_per_step, temperature=temperature,
                   seed=seed, log_query=False, batch_tasks=batch_tasks)
@@ -204,10 +209,18 @@ def max_loss_diff(space: SearchSpace, batch: int, device: torch.device, *, relax
     """Per implementation, max |loss_t - loss_t(pyro)| over one task's inner loop."""
     torch.manual_seed(seed)
     model = _model(space, relaxation, device, skip_zero=False)
+    torch.manual_seed(seed)  # the same W, stock modules
+    stock = _model(space, relaxation, device, skip_zero=False, cpu_fast=False)
     (task,) = _tasks(space, batch, 1, device)
     x, y = task.support
     out, ref = {}, None
     for impl in impls:
+        if impl == "pyro_stock":
+            guide = OptimizationEmbeddingGuide(stock, inner_steps=inner_steps)
+            torch.manual_seed(seed + 1)
+            _, losses = guide.adapt(x, y, n_classes=space.n_classes, temperature=temperature)
+            out[impl] = max(abs(a - b) for a, b in zip(losses, ref, strict=True))
+            continue
         guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps,
                                            elbo_impl="graph" if impl.startswith("batched")
                                            else impl)
@@ -231,7 +244,7 @@ def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
                device: torch.device) -> dict[str, Any]:
     space = SearchSpace.preset(name)
     pyro.clear_param_store()
-    variants = [("pyro", False), ("functional", False)]
+    variants = [("pyro", False), ("pyro_stock", False), ("functional", False)]
     if relaxation == "concrete":
         variants.append(("graph", False))
         if not args.no_vmap:
@@ -240,9 +253,10 @@ def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
     for impl, batched in variants:
         key = ("batched_" if batched else "") + impl
         steps["batched" if key == "batched_functional" else key] = ours_step(
-            space, batch, device, relaxation=relaxation, elbo_impl=impl, batch_tasks=batched,
+            space, batch, device, relaxation=relaxation,
+            elbo_impl="pyro" if impl == "pyro_stock" else impl, batch_tasks=batched,
             inner_steps=args.inner_steps, tasks_per_step=args.tasks_per_step,
-            temperature=args.temperature, seed=args.seed)
+            temperature=args.temperature, seed=args.seed, cpu_fast=impl != "pyro_stock")
     timed = measure(steps, warmup=args.warmup, repeats=args.repeats, device=device)
     ours = args.tasks_per_step * args.inner_steps * batch
     row: dict[str, Any] = {"config": name, "batch": batch, "relaxation": relaxation,

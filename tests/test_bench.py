@@ -105,12 +105,13 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| config | batch | relaxation | variant | img/s | vs ref |" in proc.stdout
-    # concrete: ref, pyro, functional, graph, batched, batched_graph; straight_through: 3
-    assert proc.stdout.count("| tiny | 8 |") == 9
+    # concrete: ref, pyro, pyro_stock, functional, graph, batched, batched_graph;
+    # straight_through: ref, pyro, pyro_stock, functional
+    assert proc.stdout.count("| tiny | 8 |") == 11
     rows = json.loads(out.read_text())["rows"]
     concrete = rows[0]
-    assert concrete["variants"] == ["ref", "pyro", "functional", "graph", "batched",
-                                    "batched_graph"]
+    assert concrete["variants"] == ["ref", "pyro", "pyro_stock", "functional", "graph",
+                                    "batched", "batched_graph"]
     # the optimized paths give the Pyro path's losses on the same seed (float rounding)
     assert set(concrete["max_loss_diff"]) == set(concrete["variants"]) - {"ref"}
     assert max(concrete["max_loss_diff"].values()) < 1e-5

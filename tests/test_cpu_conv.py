@@ -160,3 +160,16 @@ def test_set_fast_path_switches_every_module():
     assert flags and not any(flags)
     set_fast_path(net, True)
     assert all(m.fast for m in net.modules() if hasattr(type(m), "fast"))
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_depthwise_is_twice_differentiable(dilation):
+    """The custom backward is made of differentiable ops: second-order MAML works through it."""
+    torch.manual_seed(2)
+    conv = DepthwiseConv2d(3, 3, stride=1, padding=dilation, dilation=dilation).double()
+    x = channels_last(torch.randn(2, 3, 6, 6, dtype=torch.float64)).requires_grad_()
+    w = conv.weight.detach().clone().requires_grad_()
+    assert conv._path(x) == "same"
+    fn = lambda x, w: torch.func.functional_call(conv, {"weight": w}, (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradgradcheck(fn, (x, w))
