@@ -46,6 +46,12 @@ import torch
 import torch.distributed as tdist
 from tqdm.auto import tqdm
 
+from inference.diagnostics import (
+    arch_entropy_per_cell,
+    parameter_groups,
+    sigma_spread,
+    step_agreement,
+)
 from inference.guides import (
     ORDERS,
     AdaptedPosterior,
@@ -96,6 +102,13 @@ class MetaSVI:
         steps in which every task was bad.
     :param batch_tasks: adapt the step's tasks together (Reptile with a Pyro-free guide);
         see the module docstring.
+
+    Besides the loss, a step's metrics say whether the meta-update has signal
+    (:mod:`inference.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}} of the
+    good tasks' contributions: Reptile deltas ``W - phi_c^T``, MAML query gradients; ``None``
+    with fewer than 2 good tasks), ``arch_entropy_per_cell`` and ``sigma`` (mean, std, min,
+    max of ``exp(log_sigma)``), all of the ``W`` the step's tasks started from. Under
+    ``torch.distributed`` ``agreement`` uses this rank's tasks only (no extra collective).
     """
 
     def __init__(self, model: BASEModel, guide: OptimizationEmbeddingGuide, *,
@@ -146,6 +159,8 @@ class MetaSVI:
         self.n_skipped = 0
         self._bad_streak = 0
         self._last_finite: float | None = None
+        self._groups = parameter_groups(model.spec, model.W.cells)
+        self._deltas: list[dict[str, torch.Tensor]] = []  # this step's good tasks only
 
     # -- tasks -----------------------------------------------------------------------------
     @staticmethod
@@ -180,6 +195,7 @@ class MetaSVI:
         device = next(iter(W.values())).device
         acc = {n: torch.zeros_like(p) for n, p in W.items()}
         self.optimizer.zero_grad(set_to_none=True)
+        self._deltas = []
         mine = [(c, task.to(device)) for c, task in enumerate(tasks) if c % world == rank]
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
@@ -200,6 +216,8 @@ class MetaSVI:
         good = int(counts[0].item())
         loss = float(counts[1].item()) / good if good else float("nan")
         metrics = self._summarise(step, tau, per_task, good, len(tasks), loss)
+        metrics["agreement"] = step_agreement(self._deltas, self._groups)
+        self._deltas = []
         if good == 0:
             self._bad_streak += 1
             if self._bad_streak >= self.max_bad_steps:
@@ -276,12 +294,17 @@ class MetaSVI:
                     for a, g in zip(acc.values(), grads, strict=True):
                         if g is not None:
                             a.add_(g)
+                    self._deltas.append({n: torch.zeros_like(a) if g is None else g.detach()
+                                         for (n, a), g in zip(acc.items(), grads, strict=True)})
         else:
             ok = all(math.isfinite(v) for v in losses) and all(
                 bool(torch.isfinite(p).all()) for p in post.params.values())
             if ok:
-                for n, p in self.model.W.named_tensors().items():
-                    acc[n].add_(p.detach() - post.params[n])
+                delta = {n: (p.detach() - post.params[n]).detach()
+                         for n, p in self.model.W.named_tensors().items()}
+                for n, d in delta.items():
+                    acc[n].add_(d)
+                self._deltas.append(delta)
             if ok and self.log_query:  # a monitoring metric: one support-sized query batch
                 b = self.guide.batch_size or xq.shape[0]
                 with torch.no_grad():
@@ -305,11 +328,12 @@ class MetaSVI:
                    n_tasks: int, loss: float) -> dict[str, Any]:
         """The step's metrics; ``tasks`` lists this rank's tasks (all of them on one process)."""
         probs = {c: self.model.W.alpha(c).detach().softmax(-1) for c in self.model.W.cells}
-        entropy = float(np.mean([-(p * p.clamp_min(1e-12).log()).sum(-1).mean().item()
-                                 for p in probs.values()]))
+        per_cell = arch_entropy_per_cell(self.model.W)
         free = n_parameter_free(decode(probs, space=self.model.space))  # genotype of alpha
         return {"step": step, "loss": loss, "temperature": tau, "meta_lr": self.lr_at(step),
-                "arch_entropy": entropy, "param_free_ops": int(free), "tasks": per_task,
+                "arch_entropy": float(np.mean(list(per_cell.values()))),
+                "arch_entropy_per_cell": per_cell, "sigma": sigma_spread(self.model.W),
+                "param_free_ops": int(free), "tasks": per_task,
                 "n_good": good, "n_tasks": n_tasks, "n_skipped_total": self.n_skipped}
 
     # -- the loop ----------------------------------------------------------------------------
