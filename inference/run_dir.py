@@ -4,7 +4,9 @@ Layout::
 
     RUN_DIR/config.yaml          the resolved configuration
     RUN_DIR/metrics.jsonl        one JSON object per meta-step (step, loss, temperature, ...,
-                                 tasks: [{task, family, inner_first, inner_last, query_loss}]),
+                                 tasks: [{task, family, inner_first, inner_last, query_loss}],
+                                 agreement: {group: {cos, ratio, noise_ratio}} or null,
+                                 arch_entropy_per_cell, sigma; see inference.diagnostics),
                                  then lines with "event": "adapt" (task, family,
                                  query_accuracy, steps)
     RUN_DIR/log.txt              the log
