@@ -23,7 +23,7 @@ import torch
 
 from inference._training import resolve_device  # noqa: F401  (re-exported for the scripts)
 from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI
+from inference.meta_svi import MetaSVI, zero_head
 from models.base_model import BASEModel
 from models.priors import make_arch_prior, make_weight_prior
 from models.relaxations import Concrete, StraightThrough
@@ -66,6 +66,8 @@ def build_model(cfg: MetaConfig, space: SearchSpace, *,
                                                                       scale=cfg.prior_scale),
                       arch_prior=make_arch_prior(cfg.arch_prior), relaxation=relaxation,
                       beta=cfg.beta, init_scale=cfg.init_scale)
+    if cfg.head == "zero":
+        zero_head(model)
     return model.to(device)
 
 
@@ -85,7 +87,7 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    total_steps=cfg.steps, tasks_per_step=cfg.tasks_per_step, mode=cfg.mode,
                    inner_grad=cfg.inner_grad, temperature=schedule, nan_policy=cfg.nan_policy,
                    max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
-                   batch_tasks=cfg.batch_tasks)
+                   batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned")
 
 
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",

@@ -84,6 +84,19 @@ class MetaSVIResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
+def head_slices(model: BASEModel) -> list[slice]:
+    """The classifier head's slices of ``W.mu`` (layers named ``classifier.*``)."""
+    return parameter_groups(model.spec).get("mu_head", ("mu", []))[1] or []
+
+
+@torch.no_grad()
+def zero_head(model: BASEModel) -> None:
+    """Put the classifier head's location in ``W.mu`` at zero: every task starts from equal
+    logits (the head's scale ``sigma`` still breaks the symmetry between classes)."""
+    for sl in head_slices(model):
+        model.W.mu[sl] = 0.0
+
+
 def task_seed(seed: int, step: int, c: int) -> int:
     """The seed of task ``c`` at meta-step ``step``; independent of the rank layout."""
     return int(np.random.default_rng([seed, step, c, 7]).integers(2**62))
@@ -100,6 +113,10 @@ class MetaSVI:
     :param nan_policy: ``"stop"`` raises on the first non-finite task loss; ``"skip"`` drops
         that task's contribution with a warning and stops after ``max_bad_steps`` consecutive
         steps in which every task was bad.
+    :param meta_head: meta-learn the classifier head's location (the ``classifier.*`` slice
+        of ``mu``). ``False`` leaves it where it is (:func:`zero_head` puts it at zero): where
+        class labels are drawn per task the head's meta-update is noise, and a zero head
+        starts every task from equal logits.
     :param batch_tasks: adapt the step's tasks together (Reptile with a Pyro-free guide);
         see the module docstring.
 
@@ -117,7 +134,7 @@ class MetaSVI:
                  tasks_per_step: int = 4, mode: str = "reptile", inner_grad: str = "first",
                  temperature: float | TemperatureSchedule = 1.0, nan_policy: str = "stop",
                  max_bad_steps: int = 3, seed: int = 0, log_query: bool = True,
-                 batch_tasks: bool = False) -> None:
+                 batch_tasks: bool = False, meta_head: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if inner_grad not in ORDERS[1:]:
@@ -139,6 +156,8 @@ class MetaSVI:
         if batch_tasks:
             check_dense_ok(model)
         self.batch_tasks = batch_tasks
+        self.meta_head = meta_head
+        self._head = head_slices(model) if not meta_head else []
         self.model = model
         self.guide = guide
         self.meta_lr = meta_lr
@@ -234,6 +253,8 @@ class MetaSVI:
             k = p.numel()
             p.grad = (flat[offset:offset + k].view_as(p) * scale).to(p.dtype)
             offset += k
+        for sl in self._head:  # a head that is not meta-learned stays where it is
+            W["mu"].grad[sl] = 0.0
         self.optimizer.step()
         self.step_count += 1
         self.losses.append(metrics["loss"])

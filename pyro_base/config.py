@@ -40,6 +40,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "kl": ("analytic", "mc"),
     "weight_prior": ("learned", "fixed"),
     "arch_prior": ("learned", "uniform"),
+    "head": ("learned", "zero"),
     "tau_schedule": ("constant", "linear", "exponential"),
     "nan_policy": ("stop", "skip"),
     "device": ("auto", "cpu", "cuda"),
@@ -73,6 +74,7 @@ class MetaConfig:
     kl: str = "analytic"
     weight_prior: str = "learned"
     arch_prior: str = "learned"
+    head: str = "learned"
     prior_scale: float = 0.1
     beta: float = 0.001
     init_scale: float = 0.03

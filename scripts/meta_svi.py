@@ -75,6 +75,8 @@ HELP = {
     "kl": "architecture KL: analytic categorical surrogate or Monte Carlo Concrete density",
     "weight_prior": "meta-learned Gaussian N(mu, sigma) or fixed N(0, prior_scale)",
     "arch_prior": "meta-learned Categorical(alpha) or uniform",
+    "head": "classifier head location: meta-learned, or zero and not meta-learned (labels "
+            "drawn per task make its meta-update noise)",
     "beta": "KL weight (likelihood tempering 1/beta)",
     "init_scale": "initial prior/posterior scale sigma of the weights",
     "inner_steps": "T, inner steps per task during meta-training",

@@ -276,3 +276,28 @@ def test_bad_calls():
         svi.step([])
     with pytest.raises(ValueError, match="num_steps.*-1"):
         svi.run(EasyTasks(), num_steps=-1, progress=False)
+
+
+def test_head_not_meta_learned_stays_at_zero_and_features_move():
+    from inference.meta_svi import head_slices, zero_head
+
+    model = BASEModel(SuperNet(SearchSpace.preset("tiny")), beta=0.01)
+    zero_head(model)
+    (head,) = [s for s in head_slices(model) if s.stop - s.start > 5]  # classifier.weight
+    assert model.W.mu[head].abs().sum() == 0
+    mu0 = model.W.mu.detach().clone()
+    guide = OptimizationEmbeddingGuide(model, inner_steps=2, inner_lr=0.05)
+    svi = MetaSVI(model, guide, tasks_per_step=2, meta_head=False, log_query=False)
+    svi.step([_easy_task(1), _easy_task(2)])
+    mu = model.W.mu.detach()
+    for s in head_slices(model):
+        assert torch.equal(mu[s], mu0[s])           # the head did not move ...
+    assert not torch.equal(mu, mu0)                 # ... the features did
+    # the same step with a meta-learned head moves the head too
+    model2 = BASEModel(SuperNet(SearchSpace.preset("tiny")), beta=0.01)
+    model2.W.load_state_dict({k: v.clone() for k, v in
+                              {**model.W.state_dict(), "mu": mu0}.items()})
+    svi2 = MetaSVI(model2, OptimizationEmbeddingGuide(model2, inner_steps=2, inner_lr=0.05),
+                   tasks_per_step=2, log_query=False)
+    svi2.step([_easy_task(1), _easy_task(2)])
+    assert not torch.equal(model2.W.mu.detach()[head], mu0[head])
