@@ -23,20 +23,27 @@ designed op (:data:`PREFERRED`; ``None`` for families without one).
 
 Cost: one (task, arm) at the ``cpu`` preset with the default steps took 18 s on one CPU core
 (14 s for the 80 inner steps, 4 s for the six predictive evaluations), so the default
-5 families x 20 tasks x 3 arms is about 90 core-minutes; lower ``tasks_per_family`` to fit.
+5 families x 20 tasks x 3 arms is about 90 core-minutes; lower ``tasks_per_family`` or
+``arms`` to fit, or spread the (family, task) units over ``workers`` processes (one torch
+thread each, "spawn" start), which divides the wall time by about ``workers`` up to the number
+of cores. Every unit sets its own seeds, so accuracies, top ops and summary equal a single
+process's (with one torch thread) float for float, whatever the number of workers.
 
 Usage::
 
-    result = evaluate_run("runs/x", tasks_per_family=20, steps=(0, 5, 10, 20, 40, 80))
+    result = evaluate_run("runs/x", tasks_per_family=20, steps=(0, 5, 10, 20, 40, 80),
+                          workers=4)
     print(format_summary(result))      # also in runs/x/evaluation/evaluation.json, curves.png
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +122,8 @@ def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
 
 
 def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
-                    device: str, seed: int, n_boot: int, elbo_impl: str | None) -> None:
+                    device: str, seed: int, n_boot: int, elbo_impl: str | None,
+                    workers: int = 1) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -134,6 +142,8 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
         raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
     if elbo_impl is not None and elbo_impl not in ELBO_IMPLS:
         raise ValueError(f"elbo_impl must be None or one of {ELBO_IMPLS}, got {elbo_impl!r}")
+    if not is_int(workers) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
 
 
 def family_tasks(source: TaskDistribution, n: int) -> dict[str, list[Task]]:
@@ -208,24 +218,25 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
     return out
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
-                 steps: Sequence[int] = (0, 5, 10, 20, 40, 80), arms: Sequence[str] = ARMS,
-                 device: str = "cpu", seed: int = 0, n_boot: int = 2000,
-                 progress: bool = False, elbo_impl: str | None = None) -> EvaluationResult:
-    """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
-    ``evaluation/curves.png`` there (see the module docstring).
+@dataclass
+class _Setup:
+    """What every unit needs, rebuilt from the run directory in each process."""
 
-    :param elbo_impl: the inner loop's loss; ``None``: ``"functional"`` (Pyro's loss without
-        Pyro's tracing, faster) where the model supports it, else the run's own.
-    :raises ValueError: a bad argument (named), or a run directory without a config or
-        checkpoint (:class:`~inference.run_dir.RunDirError`).
-    """
-    _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl)
-    steps, arms = sorted(int(s) for s in steps), list(arms)
-    run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
+    model: Any
+    guide: Any
+    cfg: Any
+    state: dict[str, Any]
+    states: dict[str, dict[str, torch.Tensor]]
+    by_family: dict[str, list[Task]]
+    elbo_impl: str
+
+
+def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
+           elbo_impl: str | None) -> _Setup:
+    """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
+    resolved as :func:`evaluate_run` says)."""
     dev = resolve_device(device)
-    start = time.perf_counter()
-    model, _, cfg, state = load_trained(run.path, device=dev)
+    model, _, cfg, state = load_trained(run_path, device=dev)
     if elbo_impl is None:
         elbo_impl = cfg.elbo_impl
         if elbo_impl == "pyro":
@@ -238,18 +249,97 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
-    units = [(fi, ti, t) for fi, ts in enumerate(by_family.values()) for ti, t in enumerate(ts)]
-    log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s",
-             run.path, len(by_family), tasks_per_family, len(arms), steps[-1], elbo_impl)
-    records = [_evaluate_task(model, guide, states, task, fi, ti, steps=steps, seed=seed,
-                              cfg=cfg)
-               for fi, ti, task in tqdm(units, disable=not progress, desc="evaluate")]
+    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's _Setup and unit settings
+
+
+def _init_worker(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
+                 seed: int) -> None:
+    """A worker process's initializer: one torch thread, the run rebuilt from its directory."""
+    torch.set_num_threads(1)
+    _WORKER.update(setup=_setup(Path(run_path), **setup_kwargs), steps=steps, seed=seed)
+
+
+def _worker_unit(fi: int, ti: int) -> dict[str, Any]:
+    """Unit ``(fi, ti)`` in a worker process (see :func:`_init_worker`)."""
+    s: _Setup = _WORKER["setup"]
+    task = list(s.by_family.values())[fi][ti]
+    return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=_WORKER["steps"],
+                          seed=_WORKER["seed"], cfg=s.cfg)
+
+
+def _evaluate_parallel(run_path: Path, units: list[tuple[int, int]], workers: int, *,
+                       setup_kwargs: dict[str, Any], steps: list[int], seed: int,
+                       progress: bool) -> list[dict[str, Any]]:
+    """The units' records, in the order of ``units``, from ``workers`` spawned processes."""
+    records: list[dict[str, Any] | None] = [None] * len(units)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(str(run_path), setup_kwargs, steps, seed)) as pool, \
+            tqdm(total=len(units), disable=not progress, desc="evaluate") as bar:
+        pending: dict[Future, int] = {pool.submit(_worker_unit, fi, ti): i
+                                      for i, (fi, ti) in enumerate(units)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    records[pending.pop(future)] = future.result()
+                    bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return records  # type: ignore[return-value]
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
+                 steps: Sequence[int] = (0, 5, 10, 20, 40, 80), arms: Sequence[str] = ARMS,
+                 device: str = "cpu", seed: int = 0, n_boot: int = 2000,
+                 progress: bool = False, elbo_impl: str | None = None,
+                 workers: int = 1) -> EvaluationResult:
+    """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
+    ``evaluation/curves.png`` there (see the module docstring).
+
+    :param elbo_impl: the inner loop's loss; ``None``: ``"functional"`` (Pyro's loss without
+        Pyro's tracing, faster) where the model supports it, else the run's own.
+    :param workers: processes evaluating the (family, task) units; above 1, each is started
+        with "spawn", uses one torch thread and rebuilds the model, guide, arms and tasks from
+        ``run_dir`` itself. The records (all but their ``adapt_seconds``) and so the summary
+        are the same floats as with ``workers=1`` in a process with one torch thread, in the
+        same order.
+    :raises ValueError: a bad argument (named), or a run directory without a config or
+        checkpoint (:class:`~inference.run_dir.RunDirError`).
+    """
+    _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers)
+    steps, arms = sorted(int(s) for s in steps), list(arms)
+    run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
+               elbo_impl=elbo_impl)
+    units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
+    workers = min(int(workers), len(units))
+    log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
+             "%d workers", run.path, len(s.by_family), tasks_per_family, len(arms), steps[-1],
+             s.elbo_impl, workers)
+    if workers > 1:
+        records = _evaluate_parallel(
+            run.path, units, workers, steps=steps, seed=seed, progress=progress,
+            setup_kwargs={"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
+                          "elbo_impl": s.elbo_impl})
+    else:
+        tasks = list(s.by_family.values())
+        records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
+                                  steps=steps, seed=seed, cfg=s.cfg)
+                   for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
-    settings = {"run_dir": str(run.path), "checkpoint_step": int(state["svi"]["step"]),
+    settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
                 "tasks_per_family": tasks_per_family, "steps": steps, "arms": arms,
-                "device": str(dev), "seed": seed, "n_boot": n_boot, "elbo_impl": elbo_impl,
-                "adapt_temperature": cfg.adapt_temperature, "num_samples": cfg.num_samples,
-                "task_source": cfg.task_source, "families": list(by_family)}
+                "device": str(dev), "seed": seed, "n_boot": n_boot, "elbo_impl": s.elbo_impl,
+                "adapt_temperature": s.cfg.adapt_temperature,
+                "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
+                "families": list(s.by_family), "workers": workers}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)
