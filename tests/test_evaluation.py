@@ -147,6 +147,31 @@ def test_untrained_arm_is_the_runs_start(trained, tmp_path):
     assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
 
 
+def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
+    """Two spawned workers (one thread each, two units each, W_0 rebuilt in each) = one
+    process with one thread, float for float, records in the same order; only the timings
+    differ."""
+    path = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    arms = ("meta", "untrained")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = evaluate_run(path, tasks_per_family=2, steps=(1,), arms=arms, n_boot=50)
+    finally:
+        torch.set_num_threads(threads)
+    two = evaluate_run(path, tasks_per_family=2, steps=(1,), arms=arms, n_boot=50,
+                       workers=2)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "adapt_seconds"} for r in records]
+
+    assert len(one.tasks) == 4 and strip(two.tasks) == strip(one.tasks)
+    assert two.families == one.families
+    assert (one.settings["workers"], two.settings["workers"]) == (1, 2)
+    saved = json.loads((path / "evaluation" / "evaluation.json").read_text())
+    assert strip(saved["tasks"]) == strip(json.loads(json.dumps(one.tasks)))
+
+
 def test_bootstrap_interval_on_hand_made_examples():
     mean, lo, hi = bootstrap_interval([0.0, 1.0], n_boot=4000, seed=0)
     assert (mean, lo, hi) == (0.5, 0.0, 1.0)  # resampled means: 0, 1/2, 1 w.p. 1/4, 1/2, 1/4
@@ -178,7 +203,8 @@ def test_top_op_excludes_none(tiny_model):
     ({"tasks_per_family": 0}, "tasks_per_family"), ({"steps": ()}, "steps"),
     ({"steps": (1, 1)}, "steps"), ({"steps": (0, -2)}, "steps"), ({"arms": ("meta", "x")}, "arms"),
     ({"device": "tpu"}, "device"), ({"seed": -1}, "seed"), ({"n_boot": 0}, "n_boot"),
-    ({"elbo_impl": "fast"}, "elbo_impl")])
+    ({"elbo_impl": "fast"}, "elbo_impl"), ({"workers": 0}, "workers"),
+    ({"workers": 1.5}, "workers")])
 def test_bad_arguments_are_refused_before_reading_the_run(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=name):
         evaluate_run(tmp_path / "absent", **kwargs)
@@ -188,8 +214,9 @@ def test_cli_help_runs_without_data():
     r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert r.returncode == 0, r.stderr
-    for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--device", "--seed",
-                 "--progress"):
+    assert script().ARMS == ARMS
+    for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--arms", "--workers", "--device",
+                 "--seed", "--progress"):
         assert flag in r.stdout
 
 
@@ -204,11 +231,18 @@ def test_cli_errors_name_the_path(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(tmp_path / "run") in err and CHECKPOINT in err
     assert "\n" not in err
+    assert cli([str(tmp_path / "run"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "workers" in err and "\n" not in err
 
 
 def test_cli_prints_the_summary(trained, tmp_path, capsys):
     path = Path(shutil.copytree(trained[0], tmp_path / "run"))
-    assert script().cli([str(path), "--tasks-per-family", "1", "--steps", "0", "1"]) == 0
+    assert script().cli([str(path), "--tasks-per-family", "1", "--steps", "0", "1",
+                         "--arms", "meta", "untrained"]) == 0
     out = capsys.readouterr().out
     assert "| family | steps | meta | untrained | uniform-arch |" in out
     assert "| colour | 1 |" in out
+    data = json.loads((path / "evaluation" / "evaluation.json").read_text())
+    assert data["settings"]["arms"] == ["meta", "untrained"]
+    assert set(data["tasks"][0]["accuracy"]) == {"meta", "untrained"}
