@@ -81,7 +81,7 @@ class MetaConfig:
     # guide (inner loop)
     inner_steps: int = 5
     inner_lr: float = 0.03
-    arch_lr: float | None = None
+    arch_lr: float | None = 0.3
     inner_optimizer: str = "adam"
     inner_batch: int = 32
     weight_posterior: str = "gaussian"

@@ -81,7 +81,8 @@ HELP = {
     "init_scale": "initial prior/posterior scale sigma of the weights",
     "inner_steps": "T, inner steps per task during meta-training",
     "inner_lr": "inner step size (weights)",
-    "arch_lr": "inner step size (architecture logits); default: inner_lr (adam)",
+    "arch_lr": "inner step size (architecture logits); null: inner_lr (adam) or 10 x "
+               "inner_lr (sgd)",
     "inner_batch": "support minibatch per inner step",
     "elbo_impl": "inner-loop ELBO: Pyro's TraceMeanField_ELBO, the equal Pyro-free one, or "
                  "that one with the inner step replayed as a CUDA graph (GPU)",
