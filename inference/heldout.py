@@ -1,8 +1,11 @@
 """The main job's held-out report: adapt to test tasks, compare starts, write genotypes and ArviZ.
 
 For each held-out task three posteriors are compared at the same step count: adaptation from
-the meta-learned ``W`` ("meta"), ``W`` itself with zero adaptation ("prior only", the poster's
-multi-task prior) and adaptation from the untrained ``W_0`` of the same seed ("untrained").
+the meta-learned ``W`` ("meta"), the supernet at ``W`` with zero adaptation ("zero-shot",
+metrics key ``prior_only_accuracy``: chance by construction where class labels are drawn per
+task, so not the poster's multi-task prior, which is ``W``'s decoded genotype trained from
+scratch) and adaptation from the untrained ``W_0`` of the same seed ("untrained"). This is a
+quick look at a few tasks; ``scripts/evaluate.py`` is the powered, paired evaluation.
 The adapted genotypes go to ``genotypes/<task>.json`` and the posteriors of the held-out tasks
 plus the prior to ``posterior.nc``.
 
@@ -95,7 +98,7 @@ def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbedd
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'task':34s} {'family':14s} {'meta':>6s} {'prior':>6s} {'untrn':>6s}  genotype"
+    head = f"{'task':34s} {'family':14s} {'meta':>6s} {'0-shot':>6s} {'untrn':>6s}  genotype"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['task']:34s} {r['family']:14s} {r['query_accuracy']:6.3f} "

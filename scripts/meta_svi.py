@@ -317,9 +317,10 @@ def main(args: argparse.Namespace) -> int:
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
         rows = heldout_report(cfg, svi.model, svi.guide, run, device=device)
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
-        print(f"held-out tasks, query accuracy after {cfg.adapt_steps} adaptation steps "
-              "(meta = from the meta-prior, prior = zero adaptation, untrn = from the "
-              "untrained start):")
+        print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "
+              f"powered evaluation), query accuracy after {cfg.adapt_steps} adaptation steps "
+              "(meta = from the meta-prior, 0-shot = the supernet at W unadapted, untrn = from "
+              "the untrained start):")
         print(format_table(rows))
         print(f"\nrun directory: {run.path}")
     return 0
