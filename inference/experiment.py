@@ -1,4 +1,4 @@
-"""The meta-prior vs. search-from-scratch experiment (issue 9): configuration and pieces.
+"""The meta-prior vs. search-from-scratch experiment: configuration and pieces.
 
 One run meta-trains BASE (:mod:`inference.meta_svi`) on training tasks, then for every held-out
 target obtains a genotype from each method of :data:`METHODS` and records its search cost:
@@ -112,7 +112,8 @@ class ExperimentConfig:
         """``smoke`` (tiny space, 2 targets, 1 seed: ~20 s), ``cpu`` (cpu space, S=16, 3 seeds,
         7 targets: 10.6 min measured on 2 cores, docs/results.md), ``gpu`` (DARTS space at
         32x32, S=16 at batch 64; estimated ~15 min on an H200 for the 7 built-in targets from
-        DESIGN.md's 0.35 s per supernet pass, not run here); ``overrides`` replace fields."""
+        a measured 0.35 s per eager DARTS supernet step at batch 64, not run here);
+        ``overrides`` replace fields."""
         presets: dict[str, dict[str, Any]] = {
             "smoke": dict(space="tiny", meta_steps=1, tasks_per_step=2, inner_steps=1,
                           meta_support=16, meta_query=16, meta_digits=False, search_steps=2,

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from inference.experiment import PUBLISHED
 
-# Ops each procedural family was designed to favour (DESIGN.md, measured with single-op nets).
+# Ops each procedural family was designed to favour (measured with single-op nets).
 FAVOURED: dict[str, tuple[str, ...]] = {
     "motif": ("sep_conv_3x3", "sep_conv_5x5"),
     "dilated_motif": ("dil_conv_3x3", "dil_conv_5x5"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark of issue 7, as one command for the device tool (nvidia-h200):
+# The GPU benchmark, as one command for the device tool (nvidia-h200):
 #
 #   run(command="bash scripts/gpu_bench.sh", carry=[".whl"], timeout_s=560)
 #

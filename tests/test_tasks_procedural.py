@@ -119,7 +119,7 @@ def test_bad_config():
 
 
 def _single_op_net(op: str, n_classes: int, c: int = 16) -> nn.Module:
-    """1x1 stem, two layers of one op, global average pool, linear (as in DESIGN.md)."""
+    """1x1 stem, two layers of one op, global average pool, linear."""
     if op == "dil_conv":  # dense 3x3 conv with dilation 2 (the cheapest dilated conv on CPU)
         layer = [nn.ReLU(), nn.Conv2d(c, c, 3, padding=2, dilation=2, bias=False),
                  nn.BatchNorm2d(c)]
