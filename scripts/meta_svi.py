@@ -6,7 +6,7 @@ to one held-out task per family, and prints, per task, the adapted genotype and 
 accuracy after adaptation from the meta-prior vs. the same number of steps from the untrained
 start. Everything is written to a run directory (see pyro_base/runlog.py).
 
-    python scripts/meta_svi.py                                   # defaults, 3-4 min on 2 cores
+    python scripts/meta_svi.py                                   # defaults, ~5 min on 2 cores
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
     python scripts/meta_svi.py --resume runs/meta_svi-20261130-0100  # continue a run
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
