@@ -21,6 +21,9 @@ Usage::
     count_parameters(net)                                 # 3.35 (millions, aux head excluded)
     count_macs(net, 32)
 
+For deployment, :mod:`pyro_base.export` turns a trained network into a logits-only,
+eval-mode module and a ``torch.export`` program.
+
 Reference: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
 (``model.py`` of the released code).
 """
@@ -140,6 +143,8 @@ class Network(nn.Module):
 
     ``forward(x)`` returns ``(logits, logits_aux)``, ``logits_aux`` being None unless
     ``auxiliary`` and in training mode. Set ``drop_path_prob`` from the training loop.
+    :class:`pyro_base.export.InferenceNetwork` wraps a copy returning the logits alone (for
+    ``torch.export`` / ``torch.jit.trace``).
     """
 
     def __init__(self, genotype: Genotype, *, C: int, n_classes: int, layers: int,
