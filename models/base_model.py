@@ -17,7 +17,8 @@ Usage::
                       arch_prior=LearnedCategoricalPrior(), relaxation=Concrete(), beta=0.01)
     model(x, y, size=N, n_classes=5, temperature=0.5)
 
-The model knows no training loop: guides and :class:`~inference.meta_svi.MetaSVI` drive it.
+The model knows no training loop: guides and :class:`~pyro_base.inference.vi.meta_svi.MetaSVI`
+drive it.
 ``W`` lives in ``model.W`` (a plain ``nn.Module``). It is *held* (not in Pyro's param store)
 unless ``learn_prior_in_svi=True``, in which case ``pyro.module`` registers it and plain
 ``pyro.infer.SVI`` with an autoguide fits it too (empirical Bayes).
@@ -33,14 +34,15 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 
-from models.priors import (
+from pyro_base import defaults
+from pyro_base.models.priors import (
     ArchPrior,
     LearnedCategoricalPrior,
     LearnedGaussianPrior,
     MetaParams,
     WeightPrior,
 )
-from models.relaxations import Concrete, Relaxation, check_temperature
+from pyro_base.models.relaxations import Concrete, Relaxation, check_temperature
 from pyro_base.supernet import ParamSpec, SuperNet, functional_forward
 
 
@@ -49,7 +51,8 @@ class BASEModel(PyroModule):
 
     def __init__(self, supernet: SuperNet, *, weight_prior: WeightPrior | None = None,
                  arch_prior: ArchPrior | None = None, relaxation: Relaxation | None = None,
-                 beta: float = 1.0, init_scale: float = 0.03, W: MetaParams | None = None,
+                 beta: float = defaults.BETA, init_scale: float = defaults.INIT_SCALE,
+                 W: MetaParams | None = None,
                  learn_prior_in_svi: bool = False) -> None:
         super().__init__()
         if not (math.isfinite(beta) and beta > 0):
@@ -67,15 +70,25 @@ class BASEModel(PyroModule):
         self.learn_prior_in_svi = learn_prior_in_svi
 
     @property
+    def meta_params(self) -> MetaParams:
+        """``W`` by plain lookup: on a PyroModule, ``self.W`` would call ``pyro.module`` and so
+        let SVI fit ``W`` even when it is meant to be held."""
+        return self._modules["W"]  # type: ignore[return-value]
+
+    @property
+    def network(self) -> SuperNet:
+        """The supernet template by plain lookup: ``self.supernet`` would register its
+        template weights (never used; theta replaces them) in Pyro's param store."""
+        return self._modules["supernet"]  # type: ignore[return-value]
+
+    @property
     def site_names(self) -> tuple[str, ...]:
         return ("theta", *(f"z_{c}" for c in self.space.cell_types))
 
     def net_logits(self, x: torch.Tensor, theta: torch.Tensor,
                    z: dict[str, torch.Tensor], n_classes: int | None = None) -> torch.Tensor:
         """``f(x; theta, z)`` restricted to the task's first ``n_classes`` outputs."""
-        # self._modules, not self.supernet: PyroModule attribute access would register the
-        # template weights (never used; theta replaces them) in Pyro's param store.
-        logits = functional_forward(self._modules["supernet"], self.spec, theta, x, z)
+        logits = functional_forward(self.network, self.spec, theta, x, z)
         return logits if n_classes is None else logits[..., :n_classes]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, size: int | None = None,
@@ -84,9 +97,7 @@ class BASEModel(PyroModule):
         if n_classes is not None and not 2 <= n_classes <= self.space.n_classes:
             raise ValueError(f"n_classes must be in [2, {self.space.n_classes}] for this search "
                              f"space, got {n_classes}")
-        # Plain lookup: PyroModule's ``self.W`` would call pyro.module and so let SVI fit W
-        # even when it is meant to be held.
-        W = self._modules["W"]
+        W = self.meta_params
         if self.learn_prior_in_svi:
             pyro.module("W", W)
         theta = pyro.sample("theta", self.weight_prior.dist(W))

@@ -76,16 +76,23 @@ class MetaParams(nn.Module):
 
 
 class WeightPrior(nn.Module, ABC):
+    """A Gaussian prior of the flat weight vector: :meth:`loc_scale` is its one definition,
+    used by the Pyro model (:meth:`dist`) and by the Pyro-free ELBO alike."""
+
     @abstractmethod
+    def loc_scale(self, W: MetaParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale, each of shape [P]."""
+
     def dist(self, W: MetaParams) -> dist.TorchDistribution:
         """The prior of the flat weight vector, event shape [P]."""
+        return dist.Normal(*self.loc_scale(W)).to_event(1)
 
 
 class LearnedGaussianPrior(WeightPrior):
     """``theta ~ Normal(W.mu, exp(W.log_sigma))``: BASE's meta-learned weight prior."""
 
-    def dist(self, W: MetaParams) -> dist.TorchDistribution:
-        return dist.Normal(W.mu, W.log_sigma.exp()).to_event(1)
+    def loc_scale(self, W: MetaParams) -> tuple[torch.Tensor, torch.Tensor]:
+        return W.mu, W.log_sigma.exp()
 
 
 class FixedGaussianPrior(WeightPrior):
@@ -98,9 +105,8 @@ class FixedGaussianPrior(WeightPrior):
         self.scale = float(scale)
         self.loc = float(loc)
 
-    def dist(self, W: MetaParams) -> dist.TorchDistribution:
-        loc = torch.full_like(W.mu, self.loc)
-        return dist.Normal(loc, torch.full_like(W.mu, self.scale)).to_event(1)
+    def loc_scale(self, W: MetaParams) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(W.mu, self.loc), torch.full_like(W.mu, self.scale)
 
 
 class ArchPrior(nn.Module, ABC):

@@ -61,7 +61,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *,
     """Atomically write ``state`` (plus format, version and search space) to ``path``.
 
     ``space=None`` (explicitly) for checkpoints of networks outside a search space, such as the
-    discrete evaluation network of :mod:`inference.evaluate`.
+    discrete evaluation network of :mod:`pyro_base.inference.evaluate.train`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyro_base.genotype import Genotype, get_genotype
-from pyro_base.tasks.base import SPLITS, Task, get_task_distribution
+if TYPE_CHECKING:  # torch loads with these: imported where used, so --help stays fast
+    from pyro_base.genotype import Genotype
+    from pyro_base.tasks.base import Task
+
+SPLITS = ("train", "val", "test")  # pyro_base.tasks.base.SPLITS (a test checks they agree)
 
 TASK_SOURCES = ("procedural", "digits", "idx", "cifar10", "imagenet_ds", "folder", "npz")
 _MODULES = {"procedural": "procedural", "digits": "digits", "idx": "idx", "cifar10": "cifar",
@@ -86,6 +89,8 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_task(args: argparse.Namespace) -> Task:
     """The task named by :func:`add_task_arguments` flags."""
+    from pyro_base.tasks.base import get_task_distribution
+
     source = args.task_source
     if source not in TASK_SOURCES:
         raise ValueError(f"unknown task source {source!r}; expected one of {TASK_SOURCES}")
@@ -115,6 +120,8 @@ def load_task(args: argparse.Namespace) -> Task:
 def load_genotype(spec: str, *, task_genotype: str | None = None) -> Genotype:
     """A published name, a genotype JSON file, or a run directory: ``RUN_DIR/prior_genotype.json``
     or, with ``task_genotype``, ``RUN_DIR/genotypes/<task_genotype>[.json]``."""
+    from pyro_base.genotype import Genotype, get_genotype
+
     path = Path(spec)
     if path.is_dir():
         if task_genotype is None:

@@ -23,7 +23,7 @@ def synthetic_task(name, n_classes, seed, *, n_support=12, n_query=10, shift=0.0
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from models.base_model import BASEModel
+    from pyro_base.models.base_model import BASEModel
     from pyro_base.search_space import SearchSpace
     from pyro_base.supernet import SuperNet
 
@@ -34,8 +34,8 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def toy_posterior(tiny_model):
     """(model, guide, tasks, draws, idata): 2 tasks + the prior, 2 chains x 20 draws."""
-    from inference.guides import OptimizationEmbeddingGuide
-    from inference.posterior import posterior_draws, to_inference_data
+    from pyro_base.inference.posterior.draws import posterior_draws, to_inference_data
+    from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 
     tasks = [synthetic_task("a", 3, 0), synthetic_task("b", 4, 1)]
     guide = OptimizationEmbeddingGuide(tiny_model, inner_steps=3)

@@ -10,7 +10,7 @@ different reduction order (2 ranks vs 1 process) grew from ~2e-5 after 4 steps t
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import os
 import socket
 import subprocess
@@ -78,9 +78,6 @@ def reference_run() -> Path:
 
 @functools.cache
 def script_module() -> ModuleType:
-    """``scripts/meta_svi.py`` imported as a module (for ``cli`` and its callbacks)."""
-    spec = importlib.util.spec_from_file_location("meta_svi_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The main job's command module (``cli`` and its callbacks), which ``scripts/meta_svi.py``
+    runs."""
+    return importlib.import_module("pyro_base.inference.commands.meta_svi")

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from script_runs import ROOT, command, env, script_module
 
-from pyro_base.config import ConfigError, MetaConfig
+from pyro_base.inference.run.config import ConfigError, MetaConfig
 
 FIELDS = sorted(MetaConfig.__dataclass_fields__)
 
@@ -158,7 +158,7 @@ def test_random_yaml_raises_only_config_error(text):
 
 def test_tasks_are_capped_at_the_supernet_outputs():
     """The tiny preset has 5 outputs: procedural tasks built for it have exactly 5 classes."""
-    from inference.factory import build_space, build_tasks
+    from pyro_base.inference.run.factory import build_space, build_tasks
 
     cfg = MetaConfig(preset="tiny", n_support=20, n_query=20)
     space = build_space(cfg)

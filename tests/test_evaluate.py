@@ -1,4 +1,5 @@
-"""inference.evaluate: training a genotype from scratch, eval.json, resume, bad input."""
+"""pyro_base.inference.evaluate.train: training a genotype from scratch, eval.json, resume, bad
+input."""
 
 import dataclasses
 import json
@@ -6,10 +7,10 @@ import json
 import pytest
 import torch
 
-from inference._training import OutOfMemory, oom_guard
-from inference.evaluate import EvalResult, TrainConfig, train_genotype
 from pyro_base.genotype import get_genotype
+from pyro_base.inference.evaluate.train import EvalResult, TrainConfig, train_genotype
 from pyro_base.tasks.procedural import ProceduralTasks
+from pyro_base.training import OutOfMemory, oom_guard
 
 G = get_genotype("DARTS_V2")
 

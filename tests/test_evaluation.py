@@ -1,7 +1,8 @@
-"""inference.evaluation and scripts/evaluate.py: paired arms, step-count snapshots, bootstrap,
+"""pyro_base.inference.evaluate.paired and scripts/evaluate.py: paired arms, step-count snapshots,
+bootstrap,
 the files written, and the command's help and errors (tiny preset, runs made here)."""
 
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.adapt import adapt, predictive_probs
-from inference.evaluation import (
+from pyro_base.checkpoint import save_checkpoint
+from pyro_base.inference.evaluate.paired import (
     ARMS,
     PREFERRED,
     bootstrap_interval,
@@ -23,7 +24,8 @@ from inference.evaluation import (
     pair_seed,
     top_ops,
 )
-from inference.factory import (
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.factory import (
     build_guide,
     build_meta_svi,
     build_model,
@@ -31,9 +33,8 @@ from inference.factory import (
     build_tasks,
     load_trained,
 )
-from pyro_base.checkpoint import save_checkpoint
-from pyro_base.config import MetaConfig
-from pyro_base.runlog import CHECKPOINT, CONFIG
+from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
+from pyro_base.inference.vi.adapt import adapt, predictive_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "evaluate.py"
@@ -67,10 +68,7 @@ def trained(tmp_path_factory):
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("pyro_base.inference.commands.evaluate")
 
 
 def test_files_are_written_and_intervals_contain_the_means(trained):
@@ -127,7 +125,7 @@ def test_step_counts_equal_separate_adapt_calls(trained):
 
 def test_untrained_arm_is_the_runs_start(trained, tmp_path):
     """W_0 is rebuilt exactly; with a checkpoint holding W_0 every arm gives the same numbers."""
-    from inference.evaluation import _arm_states
+    from pyro_base.inference.evaluate.paired import _arm_states
 
     path, w0, _ = trained
     _, _, cfg, state = load_trained(path)
@@ -187,7 +185,7 @@ def test_bootstrap_interval_on_hand_made_examples():
 
 
 def test_top_op_excludes_none(tiny_model):
-    from inference.guides import OptimizationEmbeddingGuide
+    from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 
     post = OptimizationEmbeddingGuide(tiny_model).prior_posterior()
     ops = tiny_model.space.ops

@@ -34,14 +34,15 @@ from script_runs import (
     script_module,
 )
 
-from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI, NonFiniteLossError
-from models.base_model import BASEModel
 from pyro_base import checkpoint as ckpt
 from pyro_base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_base.config import MetaConfig
+from pyro_base.inference.run import job
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.runlog import RunDir
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI, NonFiniteLossError
 from pyro_base.memory import InsufficientMemoryError, check_fits, estimate_memory
-from pyro_base.runlog import RunDir
+from pyro_base.models.base_model import BASEModel
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import ParamSpec, SuperNet, functional_forward, uniform_z
 
@@ -164,7 +165,7 @@ def test_last_good_checkpoint_survives_bad_steps(tmp_path, policy):
     svi = make_svi(nan_policy=policy, max_bad_steps=2)
     cfg = MetaConfig(preset="tiny", steps=6, nan_policy=policy)
     run_dir = RunDir(tmp_path)
-    callback = script_module().checkpoint_callback(run_dir, cfg, TINY, rank=0, world=1)
+    callback = job.checkpoint_callback(run_dir, cfg, TINY, rank=0, world=1)
     bad = {(s, c) for s in (2, 3) for c in (0, 1)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

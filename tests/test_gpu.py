@@ -5,8 +5,14 @@ with a CPU run."""
 import pytest
 import torch
 
-from inference.factory import build_guide, build_meta_svi, build_model, build_space, build_tasks
-from pyro_base.config import MetaConfig
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.factory import (
+    build_guide,
+    build_meta_svi,
+    build_model,
+    build_space,
+    build_tasks,
+)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -41,7 +47,7 @@ def test_meta_training_on_cuda_is_finite_moves_w_and_is_reproducible():
 
 
 def _graph_model():
-    from models.base_model import BASEModel
+    from pyro_base.models.base_model import BASEModel
     from pyro_base.search_space import SearchSpace
     from pyro_base.supernet import SuperNet
 
@@ -52,7 +58,7 @@ def _graph_model():
 
 def test_cuda_graph_inner_loop_equals_eager_functional_loop():
     """The captured inner step replays the eager step: same losses and posterior (float32)."""
-    from inference.guides import OptimizationEmbeddingGuide
+    from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 
     model = _graph_model()
     x = torch.randn(16, 3, 12, 12, device="cuda")
@@ -76,8 +82,8 @@ def test_cuda_graph_inner_loop_equals_eager_functional_loop():
 
 
 def test_batched_cuda_graph_meta_step_moves_w_and_is_finite():
-    from inference.guides import OptimizationEmbeddingGuide
-    from inference.meta_svi import MetaSVI
+    from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+    from pyro_base.inference.vi.meta_svi import MetaSVI
     from pyro_base.tasks.base import Task
 
     model = _graph_model()
@@ -98,8 +104,8 @@ def test_batched_cuda_graph_meta_step_moves_w_and_is_finite():
 
 def test_batched_cuda_graph_equals_the_same_loop_run_eagerly():
     """tasks=3 with minibatches and a class count per task: captured == eager, twice."""
-    from inference.guides import OptimizationEmbeddingGuide
-    from inference.static_loop import StaticInnerLoop
+    from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+    from pyro_base.inference.vi.static_loop import StaticInnerLoop
 
     model = _graph_model()
     guide = OptimizationEmbeddingGuide(model, inner_steps=4, batch_size=6, elbo_impl="graph")

@@ -11,10 +11,10 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
-from inference.adapt import predictive_probs
-from inference.guides import OptimizationEmbeddingGuide, autoguide_from_W
-from models.base_model import BASEModel
-from models.priors import (
+from pyro_base.inference.vi.adapt import predictive_probs
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide, autoguide_from_W
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.priors import (
     FixedGaussianPrior,
     LearnedCategoricalPrior,
     LearnedGaussianPrior,

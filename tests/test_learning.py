@@ -17,10 +17,10 @@ P(max_pool, skip, dil_conv_5x5) in the normal cell 0.00 / 0.40 / 0.60 on dilated
 import numpy as np
 import torch
 
-from inference.adapt import adapt
-from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI
-from models.base_model import BASEModel
+from pyro_base.inference.vi.adapt import adapt
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI
+from pyro_base.models.base_model import BASEModel
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks.procedural import ProceduralTasks

@@ -7,14 +7,14 @@ import math
 import pyro
 import pytest
 import torch
-from script_runs import script_module
 
-from inference.diagnostics import agreement, parameter_groups, step_agreement
-from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI, task_seed
-from models.base_model import BASEModel
-from pyro_base.config import MetaConfig
-from pyro_base.runlog import RunDir
+from pyro_base.inference.run import job
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.runlog import RunDir
+from pyro_base.inference.vi.diagnostics import agreement, parameter_groups, step_agreement
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI, task_seed
+from pyro_base.models.base_model import BASEModel
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks.base import Task
@@ -156,7 +156,7 @@ def test_metrics_are_json_and_reach_metrics_jsonl(tmp_path):
                   temperature=0.7)
     run = RunDir(tmp_path)
     cfg = MetaConfig(preset="tiny", steps=100, checkpoint_every=50)
-    on_step = script_module().checkpoint_callback(run, cfg, model.space, rank=0, world=1)
+    on_step = job.checkpoint_callback(run, cfg, model.space, rank=0, world=1)
     metrics = svi.step([_task(s) for s in (1, 2, 3)])
     on_step(svi, metrics)
     json.dumps(metrics, allow_nan=False)  # plain finite floats, no tensors

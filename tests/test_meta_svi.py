@@ -8,9 +8,9 @@ import pyro
 import pytest
 import torch
 
-from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI, NonFiniteLossError, task_seed
-from models.base_model import BASEModel
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI, NonFiniteLossError, task_seed
+from pyro_base.models.base_model import BASEModel
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks.base import Task
@@ -245,10 +245,24 @@ def test_run_is_deterministic_and_resumes_exactly():
     state = svi_b.state_dict()
     model_c, svi_c = fresh()
     svi_c.load_state_dict(state)
-    resumed = svi_c.run(EasyTasks(), num_steps=3, progress=False)
+    resumed = svi_c.run(EasyTasks(), num_steps=2, progress=False)  # 2 more: step 3
     for n, p in result.params.items():
         torch.testing.assert_close(resumed.params[n], p, rtol=0, atol=0)
     assert resumed.losses == pytest.approx(result.losses)
+
+
+def test_run_takes_num_steps_more_steps():
+    """Two calls of run(1) are two meta-steps, the same W as one run(2)."""
+    model_a, guide_a = _setup(seed=11)
+    svi_a = MetaSVI(model_a, guide_a, tasks_per_step=2, meta_lr=0.5, total_steps=2, seed=4)
+    svi_a.run(EasyTasks(), num_steps=1, progress=False)
+    again = svi_a.run(EasyTasks(), num_steps=1, progress=False)
+    assert svi_a.step_count == 2 and len(again.metrics) == 1
+    model_b, guide_b = _setup(seed=11)
+    svi_b = MetaSVI(model_b, guide_b, tasks_per_step=2, meta_lr=0.5, total_steps=2, seed=4)
+    straight = svi_b.run(EasyTasks(), num_steps=2, progress=False)
+    for n, p in straight.params.items():
+        torch.testing.assert_close(again.params[n], p, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -279,7 +293,7 @@ def test_bad_calls():
 
 
 def test_head_not_meta_learned_stays_at_zero_and_features_move():
-    from inference.meta_svi import head_slices, zero_head
+    from pyro_base.inference.vi.meta_svi import head_slices, zero_head
 
     model = BASEModel(SuperNet(SearchSpace.preset("tiny")), beta=0.01)
     zero_head(model)

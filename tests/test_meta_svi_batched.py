@@ -7,10 +7,10 @@ import pyro
 import pytest
 import torch
 
-from inference.guides import OptimizationEmbeddingGuide
-from inference.meta_svi import MetaSVI, task_seed
-from models.base_model import BASEModel
-from pyro_base.config import ConfigError, MetaConfig
+from pyro_base.inference.run.config import ConfigError, MetaConfig
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI, task_seed
+from pyro_base.models.base_model import BASEModel
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks.base import Task
@@ -124,9 +124,8 @@ def test_config_checks_batch_tasks():
 
 
 def test_memory_check_counts_the_tasks_adapted_at_once(monkeypatch):
-    from script_runs import script_module
+    from pyro_base.inference.run import job as module
 
-    module = script_module()
     seen = []
     monkeypatch.setattr(module, "check_fits", lambda est, device: seen.append(est.activations))
     space = SearchSpace.preset("tiny")
@@ -160,7 +159,7 @@ def test_batched_run_resumes_exactly():
     first.run(_Tasks(), num_steps=1, progress=False)
     _, resumed = fresh()
     resumed.load_state_dict(first.state_dict())
-    again = resumed.run(_Tasks(), num_steps=3, progress=False)
+    again = resumed.run(_Tasks(), num_steps=2, progress=False)  # 2 more: step 3
     for n, p in result.params.items():
         torch.testing.assert_close(again.params[n], p, rtol=0, atol=0)
     assert again.losses == result.losses

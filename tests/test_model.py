@@ -7,10 +7,10 @@ import pytest
 import torch
 from pyro import poutine
 
-from inference.guides import OptimizationEmbeddingGuide
-from models.base_model import BASEModel
-from models.priors import MetaParams
-from models.relaxations import Concrete, categorical_kl
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.priors import MetaParams
+from pyro_base.models.relaxations import Concrete, categorical_kl
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 
@@ -119,7 +119,7 @@ def test_kl_part_gradient_matches_closed_form_on_the_model():
     for c in model.W.cells:
         params[f"alpha_{c}"] = (params[f"alpha_{c}"] + torch.randn(5, 8, dtype=torch.float64)
                                 ).requires_grad_(True)
-    loss = guide.elbo.differentiable_loss(model, guide.posterior(params), x, y, n_classes=3,
+    loss = guide.elbo.elbo.differentiable_loss(model, guide.posterior(params), x, y, n_classes=3,
                                           temperature=0.5)
     grads = torch.autograd.grad(loss, [params[f"alpha_{c}"] for c in model.W.cells])
     for c, g in zip(model.W.cells, grads, strict=True):

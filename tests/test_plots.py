@@ -1,6 +1,6 @@
 """Plot functions (image files of the expected size) and scripts/plot_posterior.py."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.plots import plot_genotype, plot_metrics, plot_op_forest, plot_op_heatmap
-from inference.posterior import load_run, save_posterior
-from pyro_base.genotype import Genotype, get_genotype, plot_cell
+from pyro_base.genotype import get_genotype, plot_cell
+from pyro_base.inference.posterior.draws import load_run, recorded_genotypes, save_posterior
+from pyro_base.inference.report.plots import (
+    plot_genotype,
+    plot_metrics,
+    plot_op_forest,
+    plot_op_heatmap,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_posterior.py"
 
@@ -90,10 +95,7 @@ def test_script_help():
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("plot_posterior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("pyro_base.inference.commands.plot")
 
 
 def test_script_on_a_fake_run(toy_posterior, tmp_path, capsys):
@@ -106,7 +108,7 @@ def test_script_on_a_fake_run(toy_posterior, tmp_path, capsys):
     _metrics(run)
     (run / "genotypes").mkdir()
     get_genotype("BASE_CIFAR").save(run / "genotypes" / "a.json")
-    prior = Genotype.from_json(str(toy_posterior[4].constant_data["genotype"].values[2]))
+    prior = recorded_genotypes(toy_posterior[4])["prior"]
     prior.save(run / "prior_genotype.json")
     assert module.cli([str(run), "--out", str(tmp_path / "figs"), "--dpi", "40"]) == 0
     listed = capsys.readouterr().out.split()

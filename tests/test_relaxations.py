@@ -9,16 +9,16 @@ import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
-from inference.guides import OptimizationEmbeddingGuide
-from models.base_model import BASEModel
-from models.relaxations import (
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.relaxations import (
     Concrete,
     StraightThrough,
     categorical_kl,
     check_temperature,
     make_relaxation,
 )
-from models.temperature import (
+from pyro_base.models.temperature import (
     ConstantTemperature,
     ExponentialTemperature,
     LinearTemperature,
@@ -129,7 +129,8 @@ def test_elbo_kl_part_on_the_tiny_model_is_the_categorical_kl():
         params[f"alpha_{c}"] = params[f"alpha_{c}"] + torch.randn_like(params[f"alpha_{c}"])
     post = guide.posterior(params)
     x, y = _easy_batch(dtype=torch.float64)
-    loss = guide.elbo.loss(model, post, x, y, size=x.shape[0], n_classes=3, temperature=0.5)
+    loss = guide.elbo.elbo.loss(model, post, x, y, size=x.shape[0], n_classes=3,
+                                temperature=0.5)  # Pyro's -ELBO, not per datum
     expected = sum(float(categorical_kl(params[f"alpha_{c}"], model.W.alpha(c).detach()).sum())
                    for c in model.W.cells)
     assert expected > 1.0

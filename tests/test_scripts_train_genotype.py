@@ -1,6 +1,6 @@
 """scripts/train_genotype.py, run as a user would (subprocess) and through main()."""
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +18,7 @@ def _run(*args):
 
 
 def _load_module():
-    spec = importlib.util.spec_from_file_location("train_genotype", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("pyro_base.inference.commands.train")
 
 
 def test_help():

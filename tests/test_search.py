@@ -1,6 +1,7 @@
-"""inference.search / inference.baselines and scripts/search.py: one short search each."""
+"""pyro_base.inference.search.methods / pyro_base.inference.search.baselines and scripts/search.py:
+one short search each."""
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.baselines import genotype_to_z, sample_genotype
-from inference.search import METHODS, SearchConfig, run_search, space_for_task
 from pyro_base.genotype import Genotype
+from pyro_base.inference.search.baselines import genotype_to_z, sample_genotype
+from pyro_base.inference.search.methods import METHODS, SearchConfig, run_search, space_for_task
 from pyro_base.ops import check_op
 from pyro_base.search_space import SearchSpace
 from pyro_base.tasks.procedural import ProceduralTasks
@@ -89,10 +90,8 @@ def _run(script, *args):
 
 
 def _load(script):
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = {"search": "search", "train_genotype": "train"}[script.stem]
+    return importlib.import_module(f"pyro_base.inference.commands.{name}")
 
 
 def _main(script, *args):

@@ -1,4 +1,5 @@
-"""The static-buffer inner loop (:class:`~inference.static_loop.StaticInnerLoop`) and the guide's
+"""The static-buffer inner loop (:class:`~pyro_base.inference.vi.static_loop.StaticInnerLoop`) and
+the guide's
 ``elbo_impl="graph"``: on CPU (no capture) they return the ``elbo_impl="functional"`` inner loop
 on the same RNG state, one task or ``C`` vmapped tasks with shared noise."""
 
@@ -8,11 +9,11 @@ import pyro
 import pytest
 import torch
 
-from inference.guides import OptimizationEmbeddingGuide, finite_prefix
-from inference.static_loop import StaticInnerLoop
-from models.base_model import BASEModel
-from models.priors import FixedGaussianPrior
-from models.relaxations import Concrete, StraightThrough
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide, finite_prefix
+from pyro_base.inference.vi.static_loop import StaticInnerLoop
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.priors import FixedGaussianPrior
+from pyro_base.models.relaxations import Concrete, StraightThrough
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 
@@ -507,8 +508,8 @@ def test_tasks_with_different_class_counts_equal_sequential_with_shared_noise():
 
 def test_hard_samples_on_a_zero_skipping_supernet_are_refused():
     """Computing every op would silently turn GDAS' estimator into the full straight-through."""
-    from inference.meta_svi import MetaSVI
-    from pyro_base.config import ConfigError, MetaConfig
+    from pyro_base.inference.run.config import ConfigError, MetaConfig
+    from pyro_base.inference.vi.meta_svi import MetaSVI
 
     torch.manual_seed(0)
     gdas = BASEModel(SuperNet(SearchSpace.preset("tiny")), relaxation=StraightThrough(),

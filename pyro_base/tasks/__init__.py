@@ -23,8 +23,10 @@ from .base import (
 from . import procedural  # noqa: E402,F401  isort: skip
 from . import digits  # noqa: E402,F401  isort: skip
 from . import cifar, fewshot, folder, idx, imagenet_ds  # noqa: E402,F401  isort: skip
+from .mixture import MixtureTasks  # noqa: E402  isort: skip
 
 __all__ = [
+    "MixtureTasks",
     "SPLITS",
     "Task",
     "TaskDistribution",

@@ -1,0 +1,309 @@
+"""A powered, paired held-out evaluation of a finished meta-training run.
+
+For ``tasks_per_family`` test-split tasks of every family of the run's task source (task
+``j`` of a family is the source's task ``(family, "test", j)``: the same tasks whatever
+``seed``), each *arm* (a starting ``W``) is adapted once by the guide's inner loop up to
+``max(steps)``, and the query accuracy of the posterior predictive is read after every step
+count in ``steps`` (``0``: no adaptation). The arms:
+
+* ``meta``: the meta-trained ``W`` of ``checkpoint.pt``;
+* ``untrained``: ``W_0``, the ``W`` the run started from (rebuilt from its config and seed);
+* ``meta_weights_uniform_arch``: the meta-trained ``mu, sigma`` with ``alpha`` reset to
+  ``W_0``'s uniform logits, which separates the weights' contribution from the architecture's.
+
+The arms are paired: for one task every arm sees the same support and query sets, the same
+inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
+noise. Per family, step count and arm the summary holds the mean accuracy and, for the gains
+(``meta-untrained``, ``meta_weights_uniform_arch-untrained``,
+``meta-meta_weights_uniform_arch``), the mean per-task difference, both with a 95% percentile
+bootstrap interval over tasks. Each task also records, per arm and cell type, the op with the
+largest edge-averaged posterior probability (``none`` excluded) after ``max(steps)`` steps;
+``match_fraction`` is the share of tasks whose ``meta`` normal cell picks the family's
+designed op (:data:`PREFERRED`; ``None`` for families without one).
+
+Cost: one (task, arm) at the ``cpu`` preset with the default steps took 18 s on one CPU core
+(14 s for the 80 inner steps, 4 s for the six predictive evaluations), so the default
+5 families x 20 tasks x 3 arms is about 90 core-minutes; lower ``tasks_per_family`` or
+``arms`` to fit, or spread the (family, task) units over ``workers`` processes (one torch
+thread each, "spawn" start), which divides the wall time by about ``workers`` up to the number
+of cores. Every unit sets its own seeds, so accuracies, top ops and summary equal a single
+process's (with one torch thread) float for float, whatever the number of workers.
+
+Usage::
+
+    result = evaluate_run("runs/x", tasks_per_family=20, steps=(0, 5, 10, 20, 40, 80),
+                          workers=4)
+    print(format_summary(result))      # also in runs/x/evaluation/evaluation.json, curves.png
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
+    ARMS,
+    GAINS,
+    PREFERRED,
+    EvaluationResult,
+    bootstrap_interval,
+    format_summary,
+    summarize,
+)
+from pyro_base.inference.report.plots import plot_adaptation_curves
+from pyro_base.inference.run.factory import (
+    build_guide,
+    build_model,
+    build_space,
+    build_tasks,
+    load_trained,
+)
+from pyro_base.inference.run.run_dir import load_run
+from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
+from pyro_base.inference.vi.adapt import predictive_probs
+from pyro_base.inference.vi.elbo import check_supported
+from pyro_base.inference.vi.guides import ELBO_IMPLS, AdaptedPosterior
+from pyro_base.tasks.base import Task, TaskDistribution
+from pyro_base.training import check_device, resolve_device
+
+log = logging.getLogger(__name__)
+
+FOLDER, JSON_FILE, CURVES_FILE = "evaluation", "evaluation.json", "curves.png"
+
+
+def pair_seed(seed: int, family_index: int, task_index: int, slot: int) -> int:
+    """The torch seed every arm uses on one task: slot 0 for the inner loop, ``1 + k`` for the
+    predictive draws after ``k`` steps."""
+    return int(np.random.default_rng([seed, family_index, task_index, slot, 11]).integers(2**62))
+
+
+def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
+    """Per cell type, the op (``none`` excluded) of largest mean probability over edges."""
+    keep = [i for i, op in enumerate(ops) if op != "none"]
+    return {cell: ops[keep[int(p.mean(0)[keep].argmax())]] for cell, p in post.op_probs().items()}
+
+
+def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
+                    device: str, seed: int, n_boot: int, elbo_impl: str | None,
+                    workers: int = 1) -> None:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if not is_int(tasks_per_family) or tasks_per_family < 1:
+        raise ValueError(f"tasks_per_family must be an int >= 1, got {tasks_per_family!r}")
+    if (isinstance(steps, str) or not steps or not all(is_int(s) and s >= 0 for s in steps)
+            or len(set(steps)) != len(steps)):
+        raise ValueError(f"steps must be distinct ints >= 0, got {steps!r}")
+    if isinstance(arms, str) or not arms or len(set(arms)) != len(arms) or any(
+            a not in ARMS for a in arms):
+        raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
+    check_device(device)
+    if not is_int(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    if not is_int(n_boot) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    if elbo_impl is not None and elbo_impl not in ELBO_IMPLS:
+        raise ValueError(f"elbo_impl must be None or one of {ELBO_IMPLS}, got {elbo_impl!r}")
+    if not is_int(workers) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+
+
+def family_tasks(source: TaskDistribution, n: int) -> dict[str, list[Task]]:
+    """``n`` test tasks per family: ``(family, "test", j)`` for ``j < n`` where the source
+    has families (procedural), else its first ``n`` test tasks grouped by family."""
+    families = getattr(source, "families", None)
+    if families is not None and hasattr(source, "task"):
+        return {f: [source.task(f, j, "test") for j in range(n)] for f in families}
+    grouped: dict[str, list[Task]] = {}
+    for task in source.tasks("test", n):
+        grouped.setdefault(task.family, []).append(task)
+    return grouped
+
+
+def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
+                ) -> dict[str, dict[str, torch.Tensor]]:
+    untrained = build_model(cfg, build_space(cfg), device=device).W.state_dict()
+    uniform = {k: (untrained[k] if k.startswith("alpha_") else v) for k, v in meta.items()}
+    return {"meta": meta, "untrained": untrained, "meta_weights_uniform_arch": uniform}
+
+
+def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
+                   task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
+                   cfg: Any) -> dict[str, Any]:
+    """Every arm on one task: accuracies at ``steps``, top ops after the last step."""
+    task = task.to(model.W.mu.device)
+    (xs, ys), (xq, yq) = task.support, task.query
+    record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
+                              "n_classes": task.n_classes, "accuracy": {}, "top_op": {},
+                              "adapt_seconds": {}}
+    for arm, state in states.items():
+        model.W.load_state_dict(state)
+        torch.manual_seed(pair_seed(seed, fi, ti, 0))
+        start = time.perf_counter()
+        path, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
+                                   temperature=cfg.adapt_temperature, steps=steps)
+        record["adapt_seconds"][arm] = time.perf_counter() - start
+        accuracy = []
+        for k in steps:
+            torch.manual_seed(pair_seed(seed, fi, ti, 1 + k))
+            probs = predictive_probs(model, path[k], xq, n_classes=task.n_classes,
+                                     temperature=cfg.adapt_temperature,
+                                     num_samples=cfg.num_samples)
+            accuracy.append(float((probs.argmax(-1) == yq).float().mean()))
+        record["accuracy"][arm] = accuracy
+        record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
+    preferred = PREFERRED.get(task.family)
+    record["matches_preference"] = (None if preferred is None or "meta" not in states else
+                                    record["top_op"]["meta"].get("normal") in preferred)
+    return record
+
+
+@dataclass
+class _Setup:
+    """What every unit needs, rebuilt from the run directory in each process."""
+
+    model: Any
+    guide: Any
+    cfg: Any
+    state: dict[str, Any]
+    states: dict[str, dict[str, torch.Tensor]]
+    by_family: dict[str, list[Task]]
+    elbo_impl: str
+
+
+def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
+           elbo_impl: str | None) -> _Setup:
+    """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
+    resolved as :func:`evaluate_run` says)."""
+    dev = resolve_device(device)
+    model, _, cfg, state = load_trained(run_path, device=dev)
+    if elbo_impl is None:
+        elbo_impl = cfg.elbo_impl
+        if elbo_impl == "pyro":
+            try:
+                check_supported(model)
+                elbo_impl = "functional"
+            except ValueError:
+                pass
+    guide = build_guide(cfg.replace(elbo_impl=elbo_impl), model)
+    meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
+    by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
+    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's _Setup and unit settings
+
+
+def _init_worker(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
+                 seed: int) -> None:
+    """A worker process's initializer: one torch thread, the run rebuilt from its directory."""
+    torch.set_num_threads(1)
+    _WORKER.update(setup=_setup(Path(run_path), **setup_kwargs), steps=steps, seed=seed)
+
+
+def _worker_unit(fi: int, ti: int) -> dict[str, Any]:
+    """Unit ``(fi, ti)`` in a worker process (see :func:`_init_worker`)."""
+    s: _Setup = _WORKER["setup"]
+    task = list(s.by_family.values())[fi][ti]
+    return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=_WORKER["steps"],
+                          seed=_WORKER["seed"], cfg=s.cfg)
+
+
+def _evaluate_parallel(run_path: Path, units: list[tuple[int, int]], workers: int, *,
+                       setup_kwargs: dict[str, Any], steps: list[int], seed: int,
+                       progress: bool) -> list[dict[str, Any]]:
+    """The units' records, in the order of ``units``, from ``workers`` spawned processes."""
+    records: list[dict[str, Any] | None] = [None] * len(units)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(str(run_path), setup_kwargs, steps, seed)) as pool, \
+            tqdm(total=len(units), disable=not progress, desc="evaluate") as bar:
+        pending: dict[Future, int] = {pool.submit(_worker_unit, fi, ti): i
+                                      for i, (fi, ti) in enumerate(units)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    records[pending.pop(future)] = future.result()
+                    bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return records  # type: ignore[return-value]
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
+                 steps: Sequence[int] = (0, 5, 10, 20, 40, 80), arms: Sequence[str] = ARMS,
+                 device: str = "cpu", seed: int = 0, n_boot: int = 2000,
+                 progress: bool = False, elbo_impl: str | None = None,
+                 workers: int = 1) -> EvaluationResult:
+    """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
+    ``evaluation/curves.png`` there (see the module docstring).
+
+    :param elbo_impl: the inner loop's loss; ``None``: ``"functional"`` (Pyro's loss without
+        Pyro's tracing, faster) where the model supports it, else the run's own.
+    :param workers: processes evaluating the (family, task) units; above 1, each is started
+        with "spawn", uses one torch thread and rebuilds the model, guide, arms and tasks from
+        ``run_dir`` itself. The records (all but their ``adapt_seconds``) and so the summary
+        are the same floats as with ``workers=1`` in a process with one torch thread, in the
+        same order.
+    :raises ValueError: a bad argument (named), or a run directory without a config or
+        checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
+    """
+    _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers)
+    steps, arms = sorted(int(s) for s in steps), list(arms)
+    run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
+               elbo_impl=elbo_impl)
+    units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
+    workers = min(int(workers), len(units))
+    log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
+             "%d workers", run.path, len(s.by_family), tasks_per_family, len(arms), steps[-1],
+             s.elbo_impl, workers)
+    if workers > 1:
+        records = _evaluate_parallel(
+            run.path, units, workers, steps=steps, seed=seed, progress=progress,
+            setup_kwargs={"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
+                          "elbo_impl": s.elbo_impl})
+    else:
+        tasks = list(s.by_family.values())
+        records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
+                                  steps=steps, seed=seed, cfg=s.cfg)
+                   for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
+    families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
+    settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
+                "tasks_per_family": tasks_per_family, "steps": steps, "arms": arms,
+                "device": str(dev), "seed": seed, "n_boot": n_boot, "elbo_impl": s.elbo_impl,
+                "adapt_temperature": s.cfg.adapt_temperature,
+                "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
+                "families": list(s.by_family), "workers": workers}
+    result = EvaluationResult(settings=settings, families=families, tasks=records,
+                              seconds=time.perf_counter() - start, path=run.path / FOLDER)
+    log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)
+    write_result(result)
+    return result
+
+
+def write_result(result: EvaluationResult) -> tuple[Path, Path]:
+    """``evaluation.json`` and ``curves.png`` in ``result.path``, each written atomically."""
+    out = RunDir(result.path)
+    json_path = out.write_json(JSON_FILE, result.to_dict())
+    curves = out / CURVES_FILE
+    tmp = curves.with_name(f".{curves.stem}.tmp{curves.suffix}")
+    os.replace(plot_adaptation_curves(result.families, tmp), curves)
+    log.info("wrote %s and %s", json_path, curves)
+    return json_path, curves

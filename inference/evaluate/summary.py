@@ -1,0 +1,109 @@
+"""The statistics of the paired held-out evaluation: per family, each arm's mean query
+accuracy and the paired gains between arms, with percentile bootstrap intervals over tasks,
+and their markdown table.
+
+Usage::
+
+    mean, lo, hi = bootstrap_interval(gains, n_boot=2000, seed=[0, family_index])
+    families = summarize(records, steps=(0, 20), arms=ARMS)
+    print(format_summary(result))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch")
+GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
+         ("meta", "meta_weights_uniform_arch"))
+# the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
+PREFERRED: dict[str, tuple[str, ...] | None] = {
+    "motif": ("sep_conv_3x3", "sep_conv_5x5"),
+    "dilated_motif": ("dil_conv_3x3", "dil_conv_5x5"),
+    "relation": ("sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"),
+    "cooccurrence": None,
+    "colour": None,
+}
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate_run` computed and wrote (``path`` is the output folder)."""
+
+    settings: dict[str, Any]
+    families: dict[str, dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    seconds: float
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "seconds": self.seconds,
+                "families": self.families, "tasks": self.tasks}
+
+
+def bootstrap_interval(values: Any, *, n_boot: int = 2000, seed: int | Sequence[int] = 0,
+                       level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over axis 0 (tasks) and its percentile bootstrap interval.
+
+    ``n_boot`` resamples of the rows, drawn as ``default_rng(seed).integers(0, n, (n_boot, n))``
+    (the same draws for every column and every call with this seed: paired statistics).
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 0 or len(v) == 0:
+        raise ValueError(f"values must have at least one row, got shape {v.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+    boot = v[idx].mean(axis=1)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return v.mean(axis=0), lo, hi
+
+
+def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequence[str],
+              seed: int = 0, n_boot: int = 2000) -> dict[str, dict[str, Any]]:
+    """Per family: mean accuracy per arm and the paired gains, with bootstrap intervals."""
+    def stats(values: np.ndarray, fi: int) -> dict[str, list[float]]:
+        mean, lo, hi = bootstrap_interval(values, n_boot=n_boot, seed=[seed, fi])
+        return {"mean": mean.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+    out: dict[str, dict[str, Any]] = {}
+    for fi, family in enumerate(dict.fromkeys(r["family"] for r in records)):
+        rows = [r for r in records if r["family"] == family]
+        acc = {a: np.array([r["accuracy"][a] for r in rows]) for a in arms}
+        matches = [r["matches_preference"] for r in rows if r["matches_preference"] is not None]
+        out[family] = {
+            "n_tasks": len(rows), "steps": list(steps),
+            "accuracy": {a: stats(acc[a], fi) for a in arms},
+            "gains": {f"{a}-{b}": stats(acc[a] - acc[b], fi) for a, b in GAINS
+                      if a in arms and b in arms},
+            "preferred_ops": PREFERRED.get(family),
+            "match_fraction": float(np.mean(matches)) if matches else None}
+    return out
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """A markdown table: per family and step count, the arms' mean query accuracy and the
+    paired gains over the untrained start with their 95% intervals."""
+    def cell(stat: dict[str, list[float]] | None, j: int, interval: bool = False) -> str:
+        if stat is None:
+            return "-"
+        text = f"{stat['mean'][j]:+.3f}" if interval else f"{stat['mean'][j]:.3f}"
+        return text + (f" [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]" if interval else "")
+
+    lines = ["| family | steps | meta | untrained | uniform-arch | gain meta-untrained [lo, hi] "
+             "| gain weights-only [lo, hi] |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for family, s in result.families.items():
+        acc, gains = s["accuracy"], s["gains"]
+        for j, k in enumerate(s["steps"]):
+            lines.append(f"| {family} | {k} | " + " | ".join(
+                [cell(acc.get(a), j) for a in ARMS]
+                + [cell(gains.get("meta-untrained"), j, True),
+                   cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]) + " |")
+    lines += ["", "| family | designed ops | meta normal-cell top op matches |", "|---|---|---:|"]
+    for family, s in result.families.items():
+        frac = s["match_fraction"]
+        lines.append(f"| {family} | {', '.join(s['preferred_ops'] or ['-'])} | "
+                     f"{'-' if frac is None else f'{frac:.2f}'} |")
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""The training recipe of a discrete genotype: :class:`TrainConfig` and its presets.
+
+Defaults are the DARTS CIFAR-10 evaluation recipe (``train.py`` of the released code): 600
+epochs at batch 96, SGD with momentum 0.9 (nesterov off), weight decay 3e-4, learning rate
+0.025 cosine-annealed to 0, gradient norm clipped at 5, cutout 16, random crop (padding 4)
+and flip, drop-path 0.2 (ramped linearly over training), auxiliary head weight 0.4, 36 initial
+channels, 20 cells. The training loss is
+
+    L = CE(f(x), y) + auxiliary_weight * CE(f_aux(x), y)
+
+Usage::
+
+    cfg = TrainConfig.preset("darts")                       # the paper recipe
+    cfg = TrainConfig.preset("cpu", epochs=3, seed=1)       # 16x16 procedural tasks on a CPU
+    cfg = TrainConfig(steps=100, batch_size=32, init_channels=8, layers=3, auxiliary=False)
+
+Reference: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from pyro_base.devices import check_device
+
+STEMS = ("cifar", "imagenet")
+
+
+def _help(text: str) -> Any:
+    return {"help": text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Every knob of :func:`pyro_base.inference.evaluate.train.train_genotype` (defaults: DARTS
+    CIFAR-10).
+
+    Exactly one of ``epochs`` and ``steps`` is set; ``steps`` counts optimizer steps (the last
+    epoch may then be partial). Field metadata ``help`` is the command-line help text.
+    """
+
+    epochs: int | None = field(default=600, metadata=_help("training epochs (or --steps)"))
+    steps: int | None = field(default=None, metadata=_help("optimizer steps instead of epochs"))
+    batch_size: int = field(default=96, metadata=_help("training minibatch"))
+    eval_batch_size: int = field(default=256, metadata=_help("test-set minibatch"))
+    lr: float = field(default=0.025, metadata=_help("initial SGD learning rate"))
+    lr_min: float = field(default=0.0, metadata=_help("final learning rate of the cosine"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum (nesterov off)"))
+    weight_decay: float = field(default=3e-4, metadata=_help("SGD weight decay"))
+    grad_clip: float = field(default=5.0, metadata=_help("gradient-norm clip (0: off)"))
+    cutout: int = field(default=16, metadata=_help("cutout length in pixels (0: off)"))
+    crop_padding: int = field(default=4, metadata=_help("random-crop zero padding (0: off)"))
+    flip: bool = field(default=True, metadata=_help("random horizontal flip"))
+    drop_path_prob: float = field(default=0.2, metadata=_help("final drop-path probability"))
+    auxiliary: bool = field(default=True, metadata=_help("auxiliary head"))
+    auxiliary_weight: float = field(default=0.4, metadata=_help("auxiliary loss weight"))
+    init_channels: int = field(default=36, metadata=_help("initial channels C"))
+    layers: int = field(default=20, metadata=_help("number of cells"))
+    stem: str = field(default="cifar", metadata=_help("cifar (3x3 conv) or imagenet (/8)"))
+    n_classes: int | None = field(default=None,
+                                  metadata=_help("classifier outputs (default: the data's)"))
+    in_channels: int | None = field(default=None,
+                                    metadata=_help("image channels (default: the data's)"))
+    seed: int = field(default=0, metadata=_help("seed of weights, batches and augmentation"))
+    deterministic: bool = field(default=False,
+                                metadata=_help("deterministic algorithms (exact resume)"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(f"exactly one of epochs and steps must be set, got "
+                             f"epochs={self.epochs!r}, steps={self.steps!r}")
+        for name in ("epochs", "steps", "n_classes", "in_channels"):
+            value = getattr(self, name)
+            if value is not None:
+                check_int(name, value, low=2 if name == "n_classes" else 1)
+        for name in ("batch_size", "eval_batch_size", "init_channels", "layers"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("cutout", "crop_padding", "seed"):
+            check_int(name, getattr(self, name), low=0)
+        for name in ("lr", "lr_min", "weight_decay", "grad_clip", "auxiliary_weight"):
+            check_float(name, getattr(self, name), low=0.0, strict=name == "lr")
+        check_float("momentum", self.momentum, low=0.0, high=1.0)
+        check_float("drop_path_prob", self.drop_path_prob, low=0.0, high=1.0)
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min must be <= lr, got lr_min={self.lr_min}, lr={self.lr}")
+        for name in ("flip", "auxiliary", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        if self.stem == "imagenet" and self.init_channels % 2:
+            raise ValueError(f"init_channels must be even for the imagenet stem, got "
+                             f"{self.init_channels}")
+        check_device(self.device)
+
+    # -- presets and serialisation ---------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """``"darts"`` (the paper recipe) or ``"cpu"`` (16x16 procedural tasks, seconds per
+        epoch on a laptop core: C=8, 3 cells, batch 32, 8 epochs, no auxiliary head, no flip
+        (it changes the class of ``relation`` tasks), no cutout, crop padding 2, drop-path
+        0.1). Passing ``steps`` without ``epochs`` switches the budget to steps."""
+        presets: dict[str, dict[str, Any]] = {
+            "darts": {},
+            "cpu": dict(epochs=8, batch_size=32, init_channels=8, layers=3, auxiliary=False,
+                        flip=False, cutout=0, crop_padding=2, drop_path_prob=0.1),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown training preset {name!r}; expected one of "
+                             f"{sorted(presets)}")
+        values = {**presets[name], **overrides}
+        if overrides.get("steps") is not None and "epochs" not in overrides:
+            values["epochs"] = None
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def check_int(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def check_float(name: str, value: Any, *, low: float, high: float | None = None,
+           strict: bool = False) -> None:
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > low if strict else value >= low)
+          and (high is None or value < high))
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {bound}"
+                         f"{f' and < {high}' if high is not None else ''}, got {value!r}")

@@ -1,0 +1,1 @@
+"""The posterior of an adapted task: draws, and their ArviZ ``InferenceData``."""

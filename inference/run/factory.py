@@ -1,0 +1,111 @@
+"""Build the pieces of a run from a :class:`~pyro_base.inference.run.config.MetaConfig`, and reload
+them.
+
+One function per arrow of the data flow: config -> search space -> task distribution ->
+model + guide -> MetaSVI. ``load_trained`` rebuilds the model from a run directory's
+``config.yaml`` and ``checkpoint.pt`` (used by adaptation, ArviZ export and evaluation).
+
+Usage::
+
+    cfg = MetaConfig(steps=10)
+    space = build_space(cfg)
+    model = build_model(cfg, space, device="cpu")
+    guide = build_guide(cfg, model)
+    svi = build_meta_svi(cfg, model, guide)
+    model, guide, cfg, state = load_trained("runs/x")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_base.checkpoint import CheckpointError, load_checkpoint
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
+from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_svi import MetaSVI, zero_head
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.priors import make_arch_prior, make_weight_prior
+from pyro_base.models.relaxations import Concrete, StraightThrough
+from pyro_base.models.temperature import make_schedule
+from pyro_base.search_space import SearchSpace
+from pyro_base.supernet import SuperNet
+from pyro_base.tasks import get_task_distribution
+from pyro_base.tasks.base import TaskDistribution
+from pyro_base.training import resolve_device  # noqa: F401  (re-exported for the scripts)
+
+
+def build_space(cfg: MetaConfig) -> SearchSpace:
+    overrides = {k: getattr(cfg, k) for k in ("channels", "cells", "nodes")
+                 if getattr(cfg, k) is not None}
+    if "cells" in overrides:
+        overrides["reductions"] = None  # DARTS positions for the new depth
+    return SearchSpace.preset(cfg.preset, **overrides)
+
+
+def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
+    options: dict[str, Any] = {"image_size": space.input_size, "n_support": cfg.n_support,
+                               "n_query": cfg.n_query}
+    hi = min(10, space.n_classes)  # tasks never have more classes than the supernet outputs
+    if cfg.task_source == "procedural":
+        options["n_classes"] = (min(5, hi), hi)
+        if cfg.families is not None:
+            options["families"] = tuple(cfg.families)
+    else:
+        options["n_classes"] = min(5, hi)
+    return get_task_distribution(cfg.task_source, **options)
+
+
+def build_model(cfg: MetaConfig, space: SearchSpace, *,
+                device: torch.device | str = "cpu") -> BASEModel:
+    torch.manual_seed(cfg.seed)  # the supernet's initial weights = mu_0
+    relaxation = (Concrete(kl=cfg.kl) if cfg.relaxation == "concrete" else StraightThrough())
+    model = BASEModel(SuperNet(space), weight_prior=make_weight_prior(cfg.weight_prior,
+                                                                      scale=cfg.prior_scale),
+                      arch_prior=make_arch_prior(cfg.arch_prior), relaxation=relaxation,
+                      beta=cfg.beta, init_scale=cfg.init_scale)
+    if cfg.head == "zero":
+        zero_head(model)
+    return model.to(device)
+
+
+def build_guide(cfg: MetaConfig, model: BASEModel) -> OptimizationEmbeddingGuide:
+    return OptimizationEmbeddingGuide(model, inner_steps=cfg.inner_steps,
+                                      inner_lr=cfg.inner_lr, arch_lr=cfg.arch_lr,
+                                      weight_posterior=cfg.weight_posterior,
+                                      inner_optimizer=cfg.inner_optimizer,
+                                      batch_size=cfg.inner_batch, elbo_impl=cfg.elbo_impl)
+
+
+def build_meta_svi(cfg: MetaConfig, model: BASEModel,
+                   guide: OptimizationEmbeddingGuide) -> MetaSVI:
+    schedule = make_schedule(cfg.tau_schedule, start=cfg.tau_start, end=cfg.tau_end,
+                             steps=cfg.steps)
+    return MetaSVI(model, guide, meta_lr=cfg.meta_lr, meta_lr_final=cfg.meta_lr_final,
+                   total_steps=cfg.steps, tasks_per_step=cfg.tasks_per_step, mode=cfg.mode,
+                   inner_grad=cfg.inner_grad, temperature=schedule, nan_policy=cfg.nan_policy,
+                   max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
+                   batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned")
+
+
+def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
+                 ) -> tuple[BASEModel, OptimizationEmbeddingGuide, MetaConfig, dict[str, Any]]:
+    """Model (with the checkpoint's W), guide, config and raw checkpoint state of a run."""
+    run_dir = Path(run_dir)
+    missing = [n for n in (CONFIG, CHECKPOINT) if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"run directory {run_dir} lacks {missing}; expected the output "
+                                "of scripts/meta_svi.py (config.yaml and checkpoint.pt)")
+    cfg = MetaConfig.from_yaml(run_dir / CONFIG)
+    space = build_space(cfg)
+    state = load_checkpoint(run_dir / CHECKPOINT, space=space, map_location=device)
+    model = build_model(cfg, space, device=device)
+    try:
+        model.W.load_state_dict(state["svi"]["W"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} does not hold W for this "
+                              f"model: {e}") from e
+    return model, build_guide(cfg, model), cfg, state

@@ -1,0 +1,1 @@
+"""Architecture search from scratch (DARTS, SNAS, random, BASE): the baselines."""

@@ -1,0 +1,1 @@
+"""Variational inference: ELBO, guide, inner loop, meta-SVI, adaptation, diagnostics."""

@@ -1,0 +1,401 @@
+"""Meta-training ``W`` across tasks: Algorithm 1 of BASE (Reptile-style) and a MAML variant.
+
+``mode="reptile"`` (Algorithm 1 of the poster, first order)::
+
+    for each meta-step e:  sample C tasks; for each, phi_c^T, psi_c^T = guide.adapt(D_c)
+        W <- W + lambda_e * mean_c([phi_c^T, psi_c^T] - W)
+
+implemented as ``W.grad = W - mean_c(adapted_c)`` followed by ``meta_optimizer.step()``; with
+``torch.optim.SGD(lr=lambda)`` this is exactly the update above. ``lambda_e`` decays linearly
+from ``meta_lr`` to ``meta_lr * meta_lr_final`` over ``total_steps``.
+
+``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
+through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
+full second order) and averages over tasks.
+
+Tasks are a pure function of ``(seed, step, c)``: task ``c`` of step ``e`` is
+``dist.sample("train", default_rng([seed, e, c]))`` and its inner loop is seeded from the same
+triple, so results do not depend on how tasks are spread over ``torch.distributed`` ranks
+(rank ``r`` of ``R`` takes tasks ``c = r, r + R, ...``; the deltas or gradients are summed with
+one all-reduce).
+
+``batch_tasks=True`` (Reptile, ``guide.elbo_impl`` ``"functional"`` or ``"graph"``) adapts a
+rank's tasks of equal support shape together, one ``vmap``-ed inner loop
+(:class:`~pyro_base.inference.vi.static_loop.StaticInnerLoop`, CUDA-graphed under ``"graph"`` on a
+GPU)
+seeded from its first task's triple: the same distribution of updates with fewer, larger
+kernel launches, but no longer independent of the rank layout (the noise differs).
+
+Usage::
+
+    svi = MetaSVI(model, guide, tasks_per_step=4, meta_lr=1.0, total_steps=100)
+    result = svi.run(task_distribution, num_steps=100)
+    result.params["alpha_normal"], result.losses
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from tqdm.auto import tqdm
+
+from pyro_base import defaults
+from pyro_base.inference.vi.diagnostics import (
+    parameter_groups,
+    prior_summary,
+    step_agreement,
+)
+from pyro_base.inference.vi.guides import (
+    ORDERS,
+    AdaptedPosterior,
+    OptimizationEmbeddingGuide,
+    finite_prefix,
+)
+from pyro_base.inference.vi.static_loop import check_dense_ok
+from pyro_base.models.base_model import BASEModel
+from pyro_base.models.temperature import (
+    ConstantTemperature,
+    ExponentialTemperature,
+    TemperatureSchedule,
+)
+from pyro_base.tasks.base import Task, TaskDistribution
+
+log = logging.getLogger(__name__)
+
+MODES = ("reptile", "maml")
+NAN_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a task's loss is NaN/Inf and the policy says stop."""
+
+
+@dataclass
+class MetaSVIResult:
+    """What :meth:`MetaSVI.run` returns (cf. NumPyro's ``SVIRunResult``)."""
+
+    params: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    losses: list[float]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def head_slices(model: BASEModel) -> list[slice]:
+    """The classifier head's slices of ``W.mu`` (layers named ``classifier.*``)."""
+    return parameter_groups(model.spec).get("mu_head", ("mu", []))[1] or []
+
+
+@torch.no_grad()
+def zero_head(model: BASEModel) -> None:
+    """Put the classifier head's location in ``W.mu`` at zero: every task starts from equal
+    logits (the head's scale ``sigma`` still breaks the symmetry between classes)."""
+    for sl in head_slices(model):
+        model.W.mu[sl] = 0.0
+
+
+def task_seed(seed: int, step: int, c: int) -> int:
+    """The seed of task ``c`` at meta-step ``step``; independent of the rank layout."""
+    return int(np.random.default_rng([seed, step, c, 7]).integers(2**62))
+
+
+class MetaSVI:
+    """Stochastic meta-training of ``model.W`` with an optimization-embedding guide.
+
+    :param meta_optimizer: a ``torch.optim.Optimizer`` over ``model.W.parameters()``; default
+        ``SGD(lr=meta_lr)``, which makes the Reptile update exactly Algorithm 1.
+    :param temperature: a float or a schedule ``step -> tau``; default (``None``): the measured
+        ``ExponentialTemperature`` 1.0 -> 0.5 over ``total_steps`` (1.0 when that is ``None``).
+    :param log_query: in ``reptile`` mode, also log each adapted posterior's per-datum
+        negative ELBO on the first ``guide.batch_size`` query points (monitoring only).
+    :param nan_policy: ``"stop"`` raises on the first non-finite task loss; ``"skip"`` drops
+        that task's contribution with a warning and stops after ``max_bad_steps`` consecutive
+        steps in which every task was bad.
+    :param meta_head: meta-learn the classifier head's location (the ``classifier.*`` slice
+        of ``mu``). ``False`` leaves it where it is (:func:`zero_head` puts it at zero): where
+        class labels are drawn per task the head's meta-update is noise, and a zero head
+        starts every task from equal logits.
+    :param batch_tasks: adapt the step's tasks together (Reptile with a Pyro-free guide);
+        see the module docstring.
+
+    Besides the loss, a step's metrics say whether the meta-update has signal
+    (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
+    of the
+    good tasks' contributions: Reptile deltas ``W - phi_c^T``, MAML query gradients; ``None``
+    with fewer than 2 good tasks), ``arch_entropy_per_cell`` and ``sigma`` (mean, std, min,
+    max of ``exp(log_sigma)``), all of the ``W`` the step's tasks started from. Under
+    ``torch.distributed`` ``agreement`` uses this rank's tasks only (no extra collective).
+    """
+
+    def __init__(self, model: BASEModel, guide: OptimizationEmbeddingGuide, *,
+                 meta_optimizer: torch.optim.Optimizer | None = None,
+                 meta_lr: float = defaults.META_LR, meta_lr_final: float = defaults.META_LR_FINAL,
+                 total_steps: int | None = None, tasks_per_step: int = defaults.TASKS_PER_STEP,
+                 mode: str = "reptile", inner_grad: str = "first",
+                 temperature: float | TemperatureSchedule | None = None, nan_policy: str = "stop",
+                 max_bad_steps: int = 3, seed: int = 0, log_query: bool = True,
+                 batch_tasks: bool = False, meta_head: bool = True) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if inner_grad not in ORDERS[1:]:
+            raise ValueError(f"inner_grad must be 'first' or 'second', got {inner_grad!r}")
+        if tasks_per_step < 1:
+            raise ValueError(f"tasks_per_step must be >= 1, got {tasks_per_step}")
+        if not (math.isfinite(meta_lr) and meta_lr > 0):
+            raise ValueError(f"meta_lr must be a finite number > 0, got {meta_lr!r}")
+        if not 0 <= meta_lr_final <= 1:
+            raise ValueError(f"meta_lr_final must be in [0, 1], got {meta_lr_final!r}")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        if batch_tasks and (mode != "reptile" or guide.elbo_impl == "pyro"):
+            raise ValueError(f"batch_tasks needs mode='reptile' and a guide with elbo_impl "
+                             f"'functional' or 'graph' (Pyro's sampling cannot be vmapped), "
+                             f"got mode={mode!r}, elbo_impl={guide.elbo_impl!r}")
+        if batch_tasks:
+            check_dense_ok(model)
+        self.batch_tasks = batch_tasks
+        self.meta_head = meta_head
+        self._head = head_slices(model) if not meta_head else []
+        self.model = model
+        self.guide = guide
+        self.meta_lr = meta_lr
+        self.meta_lr_final = meta_lr_final
+        self.total_steps = total_steps
+        self.optimizer = meta_optimizer or torch.optim.SGD(model.W.parameters(), lr=meta_lr)
+        self.tasks_per_step = tasks_per_step
+        self.mode = mode
+        self.inner_grad = inner_grad
+        if temperature is None:  # the measured default: annealed over the run when its length
+            # is known, else the start value
+            temperature = (ExponentialTemperature(start=defaults.TAU_START, end=defaults.TAU_END,
+                                                  steps=total_steps) if total_steps
+                           else defaults.TAU_START)
+        self.temperature = (ConstantTemperature(value=temperature)
+                            if isinstance(temperature, int | float) else temperature)
+        self.nan_policy = nan_policy
+        self.max_bad_steps = max_bad_steps
+        self.seed = seed
+        self.log_query = log_query
+        self.step_count = 0
+        self.losses: list[float] = []
+        self.n_skipped = 0
+        self._bad_streak = 0
+        self._last_finite: float | None = None
+        self._groups = parameter_groups(model.spec, model.W.cells)
+        self._deltas: list[dict[str, torch.Tensor]] = []  # this step's good tasks only
+
+    # -- tasks -----------------------------------------------------------------------------
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if tdist.is_available() and tdist.is_initialized():
+            return tdist.get_rank(), tdist.get_world_size()
+        return 0, 1
+
+    def sample_tasks(self, distribution: TaskDistribution, step: int) -> list[Task]:
+        """All ``tasks_per_step`` tasks of ``step`` (every rank builds the same list)."""
+        return [distribution.sample("train", np.random.default_rng([self.seed, step, c]))
+                for c in range(self.tasks_per_step)]
+
+    def lr_at(self, step: int) -> float:
+        if not self.total_steps:
+            return self.meta_lr
+        frac = min(step / self.total_steps, 1.0)
+        return self.meta_lr * (1.0 - (1.0 - self.meta_lr_final) * frac)
+
+    # -- one meta-step ---------------------------------------------------------------------
+    def step(self, tasks: list[Task]) -> dict[str, Any]:
+        """One meta-update from ``tasks``; returns the step's metrics."""
+        if not tasks:
+            raise ValueError("step() needs at least one task")
+        step = self.step_count
+        tau = self.temperature(step)
+        for group in self.optimizer.param_groups:
+            base = group.setdefault("initial_lr", group["lr"])  # the optimizer's own lr
+            group["lr"] = base * self.lr_at(step) / self.meta_lr
+        rank, world = self._rank_world()
+        W = self.model.W.named_tensors()
+        device = next(iter(W.values())).device
+        acc = {n: torch.zeros_like(p) for n, p in W.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        self._deltas = []
+        mine = [(c, task.to(device)) for c, task in enumerate(tasks) if c % world == rank]
+        per_task: list[dict[str, Any]]
+        if self.batch_tasks:
+            per_task = self._batched_updates(mine, step, tau, acc)
+        else:
+            per_task = [self._task_update(task, c, step, tau, acc, len(tasks))
+                        for c, task in mine]
+        key = "query_loss" if self.mode == "maml" else "inner_last"
+        ok = [r for r in per_task if r["ok"]]
+        # [good tasks, sum of their losses]: summed over ranks with the deltas, so the logged
+        # loss is the mean over *all* tasks of the step, whatever the world size
+        counts = torch.tensor([len(ok), sum(r[key] for r in ok)], dtype=torch.float64,
+                              device=device)
+        flat = torch.cat([a.reshape(-1) for a in acc.values()])
+        if world > 1:
+            tdist.all_reduce(flat)
+            tdist.all_reduce(counts)
+        good = int(counts[0].item())
+        loss = float(counts[1].item()) / good if good else float("nan")
+        metrics = {"step": step, "loss": loss, "temperature": tau, "meta_lr": self.lr_at(step),
+                   **prior_summary(self.model.W, self.model.space), "tasks": per_task,
+                   "n_good": good, "n_tasks": len(tasks), "n_skipped_total": self.n_skipped}
+        metrics["agreement"] = step_agreement(self._deltas, self._groups)
+        self._deltas = []
+        if good == 0:
+            self._bad_streak += 1
+            if self._bad_streak >= self.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{self._bad_streak} consecutive meta-steps with only non-finite task "
+                    f"losses, ending at step {step} (tasks {[r['task'] for r in per_task]}); "
+                    f"last finite loss {self._last_finite}")
+            self.step_count += 1
+            return metrics
+        self._bad_streak = 0
+        scale = len(tasks) / good if self.mode == "maml" else 1.0 / good
+        offset = 0
+        for p in W.values():  # the nn.Parameters themselves
+            k = p.numel()
+            p.grad = (flat[offset:offset + k].view_as(p) * scale).to(p.dtype)
+            offset += k
+        for sl in self._head:  # a head that is not meta-learned stays where it is
+            W["mu"].grad[sl] = 0.0
+        self.optimizer.step()
+        self.step_count += 1
+        self.losses.append(metrics["loss"])
+        self._last_finite = metrics["loss"]
+        return metrics
+
+    def _task_update(self, task: Task, c: int, step: int, tau: float,
+                     acc: dict[str, torch.Tensor], n_tasks: int) -> dict[str, Any]:
+        torch.manual_seed(task_seed(self.seed, step, c))
+        xs, ys = task.support
+        order = "none" if self.mode == "reptile" else self.inner_grad
+        post, losses = self.guide.adapt(xs, ys, n_classes=task.n_classes, temperature=tau,
+                                        order=order)
+        return self._record(task, step, tau, post, losses, acc, n_tasks)
+
+    def _batched_updates(self, tasks: list[tuple[int, Task]], step: int, tau: float,
+                         acc: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Reptile updates of ``tasks`` [(c, task)], those of equal support shape adapted
+        together (any class counts: a class mask per task)."""
+        groups: dict[tuple, list[tuple[int, Task]]] = {}
+        for c, task in tasks:
+            groups.setdefault(tuple(task.support[0].shape), []).append((c, task))
+        W = self.model.W.named_tensors()
+        records: dict[int, dict[str, Any]] = {}
+        for shape, group in groups.items():
+            torch.manual_seed(task_seed(self.seed, step, group[0][0]))
+            xs = torch.stack([task.support[0] for _, task in group])
+            ys = torch.stack([task.support[1] for _, task in group])
+            loop = self.guide.static_loop(x_shape=shape[1:], size=shape[0], tasks=len(group),
+                                          device=xs.device, dtype=W["mu"].dtype)
+            params, losses = loop.run(W, xs, ys, temperature=tau,
+                                      n_classes=[task.n_classes for _, task in group])
+            for i, (c, task) in enumerate(group):
+                post = self.guide.posterior({n: p[i] for n, p in params.items()})
+                records[c] = self._record(task, step, tau, post,
+                                          finite_prefix(losses[:, i].tolist()), acc, len(tasks))
+        return [records[c] for c, _ in tasks]
+
+    def _record(self, task: Task, step: int, tau: float, post: AdaptedPosterior,
+                losses: list[float], acc: dict[str, torch.Tensor],
+                n_tasks: int) -> dict[str, Any]:
+        """Add one adapted task's contribution to ``acc``; returns its metrics."""
+        xq, yq = task.query
+        record: dict[str, Any] = {"task": task.name, "family": task.family,
+                                  "inner_first": losses[0] if losses else None,
+                                  "inner_last": losses[-1] if losses else None}
+        if self.mode == "maml":
+            q_loss = self.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
+                                     temperature=tau)
+            record["query_loss"] = float(q_loss.detach())
+            ok = all(math.isfinite(v) for v in losses) and math.isfinite(record["query_loss"])
+            if ok:
+                W = self.model.W.named_tensors()
+                grads = torch.autograd.grad(q_loss / n_tasks, list(W.values()),
+                                            allow_unused=True)
+                ok = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
+                if ok:
+                    for a, g in zip(acc.values(), grads, strict=True):
+                        if g is not None:
+                            a.add_(g)
+                    self._deltas.append({n: torch.zeros_like(a) if g is None else g.detach()
+                                         for (n, a), g in zip(acc.items(), grads, strict=True)})
+        else:
+            ok = all(math.isfinite(v) for v in losses) and all(
+                bool(torch.isfinite(p).all()) for p in post.params.values())
+            if ok:
+                delta = {n: (p.detach() - post.params[n]).detach()
+                         for n, p in self.model.W.named_tensors().items()}
+                for n, d in delta.items():
+                    acc[n].add_(d)
+                self._deltas.append(delta)
+            if ok and self.log_query:  # a monitoring metric: one support-sized query batch
+                b = self.guide.batch_size or xq.shape[0]
+                with torch.no_grad():
+                    record["query_loss"] = float(self.guide.loss(
+                        post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
+                        temperature=tau))
+        record["ok"] = bool(ok)
+        if not ok:
+            self._bad(step, task, losses)
+        return record
+
+    def _bad(self, step: int, task: Task, losses: list[float]) -> None:
+        msg = (f"non-finite loss at meta-step {step} on task {task.name!r} (inner losses "
+               f"{losses}); last finite meta-loss {self._last_finite}")
+        if self.nan_policy == "stop":
+            raise NonFiniteLossError(msg)
+        self.n_skipped += 1
+        warnings.warn(msg + "; skipping this task's contribution", RuntimeWarning, stacklevel=3)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, distribution: TaskDistribution, num_steps: int, *,
+            callback: Callable[[MetaSVI, dict[str, Any]], None] | None = None,
+            progress: bool = True) -> MetaSVIResult:
+        """Take ``num_steps`` more meta-steps (as Pyro's and NumPyro's loops do: two calls of
+        30 steps are 60 steps); ``step_count`` counts every step taken, resumed ones too."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        rank, _ = self._rank_world()
+        all_metrics = []
+        end = self.step_count + num_steps
+        with tqdm(total=end, initial=self.step_count, disable=not progress or rank != 0,
+                  desc="meta-svi", dynamic_ncols=True) as bar:
+            while self.step_count < end:
+                metrics = self.step(self.sample_tasks(distribution, self.step_count))
+                all_metrics.append(metrics)
+                recent = [v for v in self.losses[-10:] if math.isfinite(v)]
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}" if recent else "nan",
+                                tau=f"{metrics['temperature']:.2f}")
+                bar.update(1)
+                if callback is not None:
+                    callback(self, metrics)
+        return MetaSVIResult(params={n: p.detach().clone() for n, p in
+                                     self.model.W.named_tensors().items()},
+                             state=self.state_dict(), losses=list(self.losses),
+                             metrics=all_metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"W": self.model.W.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step_count, "losses": list(self.losses),
+                "n_skipped": self.n_skipped, "bad_streak": self._bad_streak}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.W.load_state_dict(state["W"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.n_skipped = int(state.get("n_skipped", 0))
+        self._bad_streak = int(state.get("bad_streak", 0))
+        self._last_finite = self.losses[-1] if self.losses else None
