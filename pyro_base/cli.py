@@ -1,8 +1,10 @@
 """Command-line plumbing shared by the scripts: config flags, task sources, genotype specs.
 
-* :func:`add_config_arguments` turns every field of a frozen config dataclass into a kebab-case
-  flag (help from the field's ``metadata["help"]``; bools get ``--x/--no-x``); only flags the
-  user gives reach :func:`config_overrides`, so presets fill in the rest.
+* :func:`add_config_arguments` turns every field of a config dataclass
+  (:class:`pyro_base.config.Config`) into a kebab-case flag with its help, choices and default
+  (bools get ``--x/--no-x``); only flags the user gives reach :func:`config_overrides`, so
+  presets and ``--config`` files fill in the rest. :func:`add_common_arguments`: ``--config``,
+  ``--progress/--no-progress``, ``--log-level``, the same in every command.
 * :func:`add_task_arguments` / :func:`load_task`: one task from ``--task-source``: procedural
   and digits tasks by ``--seed``/``--task-split`` (digits: scikit-learn's, 5-way class
   subsets); idx, cifar10, imagenet_ds, folder, npz give the whole data set as one task
@@ -40,28 +42,51 @@ _MODULES = {"procedural": "procedural", "digits": "digits", "idx": "idx", "cifar
             "imagenet_ds": "imagenet_ds", "folder": "folder", "npz": "folder"}
 
 
-def _flag_type(hint: Any) -> type:
+def _flag_type(hint: Any) -> tuple[type, bool]:
+    """The argparse ``type`` of a field's annotation, and whether it takes a list."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if args else hint
-    return base if base in (bool, int, float, str) else str
+    if typing.get_origin(base) in (list, tuple):
+        item = (typing.get_args(base) or (str,))[0]
+        return (item if item in (int, float, str) else str), True
+    return (base if base in (bool, int, float, str) else str), False
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
-                         rename: Mapping[str, str] | None = None) -> None:
-    """One flag per dataclass field of ``cls``; absent flags are left out of the namespace."""
+                         rename: Mapping[str, str] | None = None,
+                         default_label: str = "default") -> None:
+    """One flag per field of the config dataclass ``cls``: ``--kebab-case`` names, the field's
+    help text, its choices and its default in ``--help``; bools get ``--x/--no-x``, lists take
+    several values. Absent flags stay out of the namespace (:func:`config_overrides`)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(title or cls.__name__)
     rename = dict(rename or {})
     for f in fields(cls):
         flag = "--" + rename.get(f.name, f.name.replace("_", "-"))
-        kind = _flag_type(hints[f.name])
-        text = f"{f.metadata.get('help', f.name)} (default from the preset: {f.default!r})"
+        kind, many = _flag_type(hints[f.name])
+        text = f"{f.metadata.get('help', f.name.replace('_', ' '))} ({default_label}: {f.default})"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if f.metadata.get("choices") is not None:
+            kw["choices"] = f.metadata["choices"]
         else:
-            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                               help=text, metavar=f.name.upper())
+            kw["metavar"] = f.name.upper()
+        group.add_argument(flag, type=kind, nargs="+" if many else None, **kw)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, config_file: bool = True) -> None:
+    """The flags every command shares, with one meaning: ``--config FILE`` (YAML settings;
+    flags override them), ``--progress/--no-progress`` (tqdm bars) and ``--log-level``."""
+    if config_file:
+        parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                            help="YAML file of settings (the flags override it)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="tqdm progress bars")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="logging level (default: INFO)")
 
 
 def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -70,13 +95,30 @@ def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: given[f.name] for f in fields(cls) if f.name in given}
 
 
+def resolve_config(args: argparse.Namespace, cls: Any) -> Any:
+    """``cls`` from ``--preset`` (for configs with presets), overridden by the keys of the
+    ``--config`` YAML file, overridden by the flags given; errors name the file or the flag."""
+    from pyro_base.config import ConfigError, read_settings
+
+    settings = read_settings(args.config, cls) if getattr(args, "config", None) else {}
+    settings.update(config_overrides(args, cls))
+    source = f"--config {args.config} and flags" if getattr(args, "config", None) else "flags"
+    try:
+        if callable(getattr(cls, "preset", None)) and getattr(args, "preset", None):
+            return cls.preset(args.preset, **settings)
+        return cls(**settings)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("task")
     g.add_argument("--task-source", choices=TASK_SOURCES, default="procedural",
                    help="where the task comes from (default: procedural, embedded)")
     g.add_argument("--data-dir", help="data directory (npz: the .npz file or its directory)")
     g.add_argument("--family", default="motif", help="procedural family (default: motif)")
-    g.add_argument("--seed", type=int, default=0, help="procedural/digits task seed (default: 0)")
+    g.add_argument("--task-seed", type=int, default=0,
+                   help="procedural/digits: which task of the family (default: 0)")
     g.add_argument("--task-split", choices=SPLITS, default="test",
                    help="procedural/digits split of the task (default: test, held out)")
     g.add_argument("--image-size", type=int, default=None,
@@ -101,11 +143,11 @@ def load_task(args: argparse.Namespace) -> Task:
     if source == "procedural":
         dist = get_task_distribution("procedural", families=(args.family,), image_size=size,
                                      n_support=args.n_support, n_query=args.n_query)
-        return dist.task(args.family, args.seed, args.task_split)
+        return dist.task(args.family, args.task_seed, args.task_split)
     if source == "digits":
         dist = get_task_distribution("digits", image_size=size, n_support=args.n_support,
                                      n_query=args.n_query)
-        return dist.task(args.seed, args.task_split)
+        return dist.task(args.task_seed, args.task_split)
     opts: dict[str, Any] = dict(image_size=args.image_size, n_classes=None, n_support=None,
                                 n_query=1)
     if source == "npz":

@@ -1,202 +1,80 @@
-"""The configuration of a meta-training run: one validated dataclass, YAML in and out.
+"""One configuration system for every command: frozen, keyword-only, validated dataclasses with
+YAML in and out, and their flags generated from the fields (:mod:`pyro_base.cli`).
 
-Every field is a kebab-case flag of ``scripts/meta_svi.py`` and a key of ``--config file.yaml``
-(flags override the file). Validation is eager and names the field: unknown keys, wrong types
-and out-of-range values (negative learning rates, zero tasks, temperature <= 0) are rejected
-before anything is built.
+A config is ``@dataclass(frozen=True, kw_only=True)`` deriving from :class:`Config`; each field
+is an :func:`option` carrying its help text and, for string choices, the allowed values, which
+``--help`` shows. :class:`Config` gives ``to_dict``, ``replace``, ``to_yaml`` (atomic) and
+``from_dict`` / ``from_yaml`` (unknown keys and bad values are a :class:`ConfigError` naming the
+file), and checks every field's type and choices before the config's own ``validate``.
 
 Usage::
 
-    cfg = MetaConfig.from_yaml("run.yaml", steps=50)   # file values, then overrides
-    cfg.to_yaml(run_dir / "config.yaml")
+    @dataclass(frozen=True, kw_only=True)
+    class MyConfig(Config):
+        steps: int = option(60, "meta-steps")
+        mode: str = option("reptile", "meta-update", choices=("reptile", "maml"))
+
+        def validate(self) -> None:
+            check_int("steps", self.steps, low=1)
+
+    cfg = MyConfig.from_yaml("run.yaml", steps=10)     # flags override the file
+    cfg.to_yaml("run/config.yaml")
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+C = TypeVar("C", bound="Config")
+
 
 class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field."""
+    """An invalid configuration value or file; the message names the field or the file."""
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "task_source": ("procedural", "digits"),
-    "preset": ("cpu", "darts", "tiny"),
-    "mode": ("reptile", "maml"),
-    "inner_grad": ("first", "second"),
-    "inner_optimizer": ("adam", "sgd"),
-    "weight_posterior": ("gaussian", "delta"),
-    "elbo_impl": ("pyro", "functional", "graph"),
-    "relaxation": ("concrete", "straight_through"),
-    "kl": ("analytic", "mc"),
-    "weight_prior": ("learned", "fixed"),
-    "arch_prior": ("learned", "uniform"),
-    "head": ("learned", "zero"),
-    "tau_schedule": ("constant", "linear", "exponential"),
-    "nan_policy": ("stop", "skip"),
-    "device": ("auto", "cpu", "cuda"),
-}
-_POSITIVE = {"inner_lr", "arch_lr", "meta_lr", "beta", "init_scale", "prior_scale",
-             "tau_start", "tau_end", "adapt_temperature", "collective_timeout"}
-_AT_LEAST_1 = {"steps", "tasks_per_step", "inner_batch", "n_support", "n_query", "n_heldout",
-               "max_bad_steps", "checkpoint_every", "num_samples", "posterior_draws"}
-_AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads"}
-# timedelta and torch.manual_seed overflow beyond these
-_AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
+    """A config field with its help text (and allowed values) for ``--help``."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-@dataclass(frozen=True, kw_only=True)
-class MetaConfig:
-    """All settings of ``scripts/meta_svi.py``; defaults are the README's measured choices."""
-
-    # tasks
-    task_source: str = "procedural"
-    families: list[str] | None = None
-    n_support: int = 96
-    n_query: int = 96
-    n_heldout: int = 5
-    # search space
-    preset: str = "cpu"
-    channels: int | None = None
-    cells: int | None = None
-    nodes: int | None = None
-    # model
-    relaxation: str = "concrete"
-    kl: str = "analytic"
-    weight_prior: str = "learned"
-    arch_prior: str = "learned"
-    head: str = "learned"
-    prior_scale: float = 0.1
-    beta: float = 0.001
-    init_scale: float = 0.03
-    # guide (inner loop)
-    inner_steps: int = 5
-    inner_lr: float = 0.03
-    arch_lr: float | None = 0.3
-    inner_optimizer: str = "adam"
-    inner_batch: int = 32
-    weight_posterior: str = "gaussian"
-    elbo_impl: str = "pyro"
-    batch_tasks: bool = False
-    # meta-training
-    mode: str = "reptile"
-    inner_grad: str = "first"
-    steps: int = 60
-    tasks_per_step: int = 4
-    meta_lr: float = 1.0
-    meta_lr_final: float = 0.1
-    tau_schedule: str = "exponential"
-    tau_start: float = 1.0
-    tau_end: float = 0.5
-    # adaptation to held-out tasks
-    adapt_steps: int = 20
-    adapt_temperature: float = 0.5
-    num_samples: int = 4
-    posterior_draws: int = 64
-    # running
-    device: str = "auto"
-    threads: int = 1
-    seed: int = 0
-    deterministic: bool = False
-    nan_policy: str = "stop"
-    max_bad_steps: int = 3
-    checkpoint_every: int = 1
-    collective_timeout: float = 300.0
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
-        for name, choices in _CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {choices}, got "
-                                  f"{getattr(self, name)!r}")
-        for name in _POSITIVE:
-            v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        for name in _AT_LEAST_1:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in _AT_LEAST_0:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name, top in _AT_MOST.items():
-            if getattr(self, name) > top:
-                raise ConfigError(f"{name} must be <= {top}, got {getattr(self, name)!r}")
-        for name in ("channels", "cells", "nodes"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name} must be >= 1 or null, got {v!r}")
-        if not 0 <= self.meta_lr_final <= 1:
-            raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
-        if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
-            raise ConfigError(f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "
-                              f"'graph', got mode {self.mode!r}, elbo_impl {self.elbo_impl!r}")
-        if self.relaxation == "straight_through" and (self.elbo_impl == "graph"
-                                                       or self.batch_tasks):
-            raise ConfigError("relaxation 'straight_through' computes only the sampled op per "
-                              "edge, which the static inner loop of elbo_impl 'graph' and "
-                              "batch_tasks cannot (it computes every op); use elbo_impl "
-                              "'pyro' or 'functional' without batch_tasks")
-        if self.families is not None and not self.families:
-            raise ConfigError("families must be null (all) or a non-empty list")
-
-    # -- I/O ----------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> MetaConfig:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a mapping of settings, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown keys {unknown}; known keys: {sorted(known)}")
-        try:
-            return cls(**d)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> MetaConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of settings")
-        data = {k.replace("-", "_") if isinstance(k, str) else k: v for k, v in data.items()}
-        return cls.from_dict({**data, **overrides}, source=str(path))
-
-    def replace(self, **changes: Any) -> MetaConfig:
-        return dataclasses.replace(self, **changes)
+def check_int(name: str, value: Any, *, low: int, high: int | None = None) -> None:
+    """``value`` is an int (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be an int {bound}, got {value!r}")
 
 
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Strict runtime type check for the simple annotations used by MetaConfig."""
+def check_float(name: str, value: Any, *, low: float, high: float | None = None,
+                strict: bool = False) -> None:
+    """``value`` is a finite number ``>= low`` (``> low`` if ``strict``) and ``< high``."""
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > low if strict else value >= low)
+          and (high is None or value < high))
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ConfigError(f"{name} must be a finite number {bound}"
+                          + (f" and < {high}" if high is not None else "") + f", got {value!r}")
+
+
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """Strict runtime check of the simple annotations configs use (no int for a bool, etc.)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        for opt in options:
+        for opt in typing.get_args(hint):
             try:
-                _check_type(name, value, opt)
+                check_type(name, value, opt)
                 return
             except ConfigError:
                 continue
@@ -206,16 +84,19 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if value is not None:
             raise ConfigError(f"{name} must be null, got {value!r}")
         return
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list, got {value!r}")
+        item = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         for v in value:
-            _check_type(name, v, item)
+            if item is not Any and item is not Ellipsis:
+                check_type(name, v, item)
         return
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return
+    if hint is Any:
         return
     if hint is bool:
         ok = isinstance(value, bool)
@@ -230,3 +111,84 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
     if not ok:
         raise ConfigError(f"{name} must be of type {getattr(hint, '__name__', hint)}, got "
                           f"{value!r} ({type(value).__name__})")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (YAML's safe dumper has no tuples)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_settings(path: str | os.PathLike, cls: type) -> dict[str, Any]:
+    """The settings of a YAML file for config class ``cls`` (``kebab-case`` keys accepted);
+    a missing or unreadable file, a non-mapping or an unknown key is a :class:`ConfigError`
+    naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings")
+    data = {k.replace("-", "_") if isinstance(k, str) else k: v for k, v in data.items()}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; known keys: {sorted(known)}")
+    return data
+
+
+class Config:
+    """Base of the frozen, keyword-only config dataclasses (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            check_type(f.name, value, hints[f.name])
+            choices = f.metadata.get("choices")
+            if choices is not None and value is not None and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields (ranges, combinations); raise :class:`ConfigError`."""
+
+    # -- I/O ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        """Write the settings as YAML (atomically: a temporary file renamed over ``path``)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls: type[C], d: Any, *, source: str = "config") -> C:
+        """Build from a mapping; unknown keys and invalid values name ``source``."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown keys {unknown}; known keys: {sorted(known)}")
+        try:
+            return cls(**d)
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | os.PathLike, **overrides: Any) -> C:
+        """Settings from a YAML file (``kebab-case`` keys accepted), then ``overrides``."""
+        return cls.from_dict({**read_settings(path, cls), **overrides}, source=str(path))

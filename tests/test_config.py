@@ -105,7 +105,8 @@ def test_cli_bad_config_file_exits_2(cli, capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--stepz", "3"], "unrecognized arguments: --stepz"),
     (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
-    (["--mode", "sgd", "--steps"], "argument --steps: expected one argument"),
+    (["--mode", "sgd"], "argument --mode: invalid choice: 'sgd'"),
+    (["--steps"], "argument --steps: expected one argument"),
 ])
 def test_cli_bad_flags_give_usage_and_exit_2(cli, capsys, argv, message):
     with pytest.raises(SystemExit) as info:

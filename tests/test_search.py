@@ -104,7 +104,7 @@ def test_search_script_help_and_smoke(tmp_path):
     assert r.returncode == 0 and "--method" in r.stdout and "--arch-lr" in r.stdout
     out = tmp_path / "g.json"
     r = _run(SEARCH, "--method", "darts", "--task-source", "procedural", "--family", "relation",
-             "--seed", "1", "--steps", "1", "--preset", "tiny", "--n-support", "32",
+             "--task-seed", "1", "--steps", "1", "--preset", "tiny", "--n-support", "32",
              "--n-query", "16", "--device", "cpu", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
     Genotype.load(out)

@@ -25,6 +25,8 @@ ARMS = ("meta", "untrained", "meta_weights_uniform_arch")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pyro_base.cli import add_common_arguments
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR",
@@ -44,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the inner loops, predictive draws and bootstrap")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of tasks")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--log-level", default="WARNING", type=str.upper,
-                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level")
+    add_common_arguments(p, config_file=False)
     return p
 
 

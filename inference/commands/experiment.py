@@ -39,6 +39,8 @@ PRESETS = ("smoke", "cpu", "gpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pyro_base.cli import add_common_arguments
+
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,19 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="S: BASE adaptation steps and baseline supernet passes")
     p.add_argument("--meta-steps", type=int, default=None, help="meta-training steps")
     p.add_argument("--train-epochs", type=int, default=None, help="epochs per genotype")
-    p.add_argument("--progress", action="store_true", help="tqdm bars")
-    p.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    add_common_arguments(p)
     return p
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
+    from pyro_base.config import read_settings
     from pyro_base.inference.run.experiment import ExperimentConfig
 
+    settings = read_settings(args.config, ExperimentConfig) if args.config else {}
     flags = {"seeds": args.seeds, "device": args.device, "search_steps": args.search_steps,
              "meta_steps": args.meta_steps, "train_epochs": args.train_epochs,
              "targets": tuple(args.targets) if args.targets else None}
-    return ExperimentConfig.preset(args.preset,
-                                   **{k: v for k, v in flags.items() if v is not None})
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(settings.get("targets"), list):
+        settings["targets"] = tuple(settings["targets"])
+    return ExperimentConfig.preset(args.preset, **settings)
 
 
 def machine() -> dict[str, Any]:
@@ -183,7 +188,7 @@ def write_outputs(report: dict[str, Any], out: Path, cfg: Any, argv: Sequence[st
 
 
 def main(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: "
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: "
                                                              "%(message)s")
     try:
         cfg = resolve_config(args)

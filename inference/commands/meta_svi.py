@@ -29,10 +29,10 @@ import logging
 import os
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro_base.cli import add_common_arguments, add_config_arguments
 from pyro_base.inference.run.config import ConfigError, MetaConfig
 from pyro_base.inference.run.runlog import CONFIG
 
@@ -42,75 +42,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("meta_svi")
 FAIL_AT_ENV = "PYRO_BASE_FAIL_AT"
 
-HELP = {
-    "task_source": "task family source (embedded, no download)",
-    "families": "procedural families to meta-train on (default: all five)",
-    "n_support": "support images per task (inner loop)",
-    "n_query": "query images per task (evaluation / MAML loss)",
-    "n_heldout": "held-out test tasks to adapt to after meta-training",
-    "preset": "search-space preset",
-    "relaxation": "relaxed-categorical flavour of the z sites",
-    "kl": "architecture KL: analytic categorical surrogate or Monte Carlo Concrete density",
-    "weight_prior": "meta-learned Gaussian N(mu, sigma) or fixed N(0, prior_scale)",
-    "arch_prior": "meta-learned Categorical(alpha) or uniform",
-    "head": "classifier head location: meta-learned, or zero and not meta-learned (labels "
-            "drawn per task make its meta-update noise)",
-    "beta": "KL weight (likelihood tempering 1/beta)",
-    "init_scale": "initial prior/posterior scale sigma of the weights",
-    "inner_steps": "T, inner steps per task during meta-training",
-    "inner_lr": "inner step size (weights)",
-    "arch_lr": "inner step size (architecture logits); null: inner_lr (adam) or 10 x "
-               "inner_lr (sgd)",
-    "inner_batch": "support minibatch per inner step",
-    "elbo_impl": "inner-loop ELBO: Pyro's TraceMeanField_ELBO, the equal Pyro-free one, or "
-                 "that one with the inner step replayed as a CUDA graph (GPU)",
-    "batch_tasks": "adapt a step's tasks together in one vmapped inner loop (reptile; "
-                   "elbo_impl functional or graph)",
-    "mode": "meta-update: reptile (Algorithm 1) or maml (query ELBO through the unroll)",
-    "inner_grad": "maml only: first- or second-order unroll",
-    "steps": "meta-steps",
-    "meta_lr": "meta step size lambda (decays linearly to meta_lr * meta_lr_final)",
-    "tau_schedule": "temperature schedule over meta-steps",
-    "adapt_steps": "inner steps when adapting to a held-out task",
-    "posterior_draws": "draws per held-out task in posterior.nc (az.loo needs ~64+)",
-    "device": "auto picks CUDA when available",
-    "threads": "torch CPU threads per process (0: torch's default); 1 was as fast as 2 on a "
-               "2-core machine and does not slow down when the other core is busy",
-    "deterministic": "torch deterministic algorithms (bit-reproducible resume)",
-    "nan_policy": "on a NaN/Inf task loss: stop, or skip that task",
-    "checkpoint_every": "meta-steps between checkpoints",
-    "collective_timeout": "seconds before a stuck all-reduce fails (torchrun)",
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", type=Path, help="YAML file of settings (flags override it)")
+    add_common_arguments(p)
     p.add_argument("--run-dir", type=Path, help="output directory (default runs/meta_svi-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--no-memory-check", action="store_true",
                    help="skip the memory estimate against the device's free memory")
-    hints = typing.get_type_hints(MetaConfig)
-    defaults = MetaConfig()
-    for f in dataclasses.fields(MetaConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kw: dict[str, Any] = {"help": f"{HELP.get(f.name, f.name.replace('_', ' '))} "
-                                      f"(default: {default})", "dest": f.name}
-        hint = hints[f.name]
-        if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-            continue
-        base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        base_t = base[0]
-        if typing.get_origin(base_t) is list:
-            p.add_argument(flag, nargs="+", type=str, **kw)
-        else:
-            p.add_argument(flag, type=base_t, **kw)
+    add_config_arguments(p, MetaConfig, title="settings (also the keys of --config FILE)")
     return p
 
 
@@ -123,7 +65,7 @@ def resolve_config(args: argparse.Namespace) -> MetaConfig:
             raise ConfigError(f"--resume {args.resume}: no {CONFIG} there; is it a run "
                               "directory written by scripts/meta_svi.py?")
         return MetaConfig.from_yaml(path, **overrides)
-    if getattr(args, "config", None) is not None:
+    if args.config is not None:
         return MetaConfig.from_yaml(args.config, **overrides)
     try:
         return MetaConfig(**overrides)
@@ -165,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     result = meta_train_run(
         cfg, run_dir=run_path, resume=resume is not None,
         memory_check=not getattr(args, "no_memory_check", False),
-        progress=not getattr(args, "no_progress", False),
+        progress=args.progress, log_level=args.log_level,
         wrap_tasks=(lambda d, svi, rank: FaultyTasks(d, svi, rank, fail_at)) if fail_at else None)
     if result.rank == 0:
         svi, run, space = result.svi, result.run, result.space

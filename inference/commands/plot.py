@@ -31,6 +31,8 @@ log = logging.getLogger("plot_posterior")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pyro_base.cli import add_common_arguments
+
     p = argparse.ArgumentParser(
         description="Write the posterior and training plots of a run directory (posterior.nc, "
                     "metrics.jsonl, genotypes/) and list the files.",
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     p.add_argument("--format", choices=("png", "svg"), default="png", help="image format")
     p.add_argument("--dpi", type=int, default=120, help="resolution of PNG images")
-    p.add_argument("--log-level", default="WARNING", help="logging level")
+    add_common_arguments(p, config_file=False)
     return p
 
 
@@ -82,7 +84,7 @@ def write_plots(run_dir: Path, out: Path, fmt: str, dpi: int) -> list[Path]:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "plots"
     try:

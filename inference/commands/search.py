@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/search.py --method darts --task-source procedural --family motif --seed 0 \\
+    python scripts/search.py --method darts --task-source procedural --family motif --task-seed 0 \\
         --steps 200 --preset cpu --out darts.json
     # darts.json: the genotype; darts.cost.json: cost (wall seconds, supernet
     # forward-backward passes, images), op probabilities, config, losses
@@ -11,8 +11,8 @@ Usage::
     python scripts/train_genotype.py --genotype darts.json --preset cpu ...   # then evaluate
 
 Every :class:`pyro_base.inference.search.config.SearchConfig` field is a flag (``--batch-size``,
-``--arch-lr``, ``--tau-end``, ...) overriding ``--preset``; ``--search-seed`` seeds the search,
-``--seed`` picks the procedural task.
+``--arch-lr``, ``--tau-end``, ...) and a key of ``--config FILE`` (YAML), overriding ``--preset``
+(flags override the file); ``--seed`` seeds the search, ``--task-seed`` picks the task.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ METHODS = ("base", "darts", "snas", "random")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_base.cli import add_config_arguments, add_task_arguments
+    from pyro_base.cli import add_common_arguments, add_config_arguments, add_task_arguments
     from pyro_base.inference.search.config import SearchConfig
 
     p = argparse.ArgumentParser(
@@ -41,25 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-out", default=None,
                    help="cost JSON (default: the --out path with suffix .cost.json)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    p.add_argument("--log-level", default="WARNING", help="logging level")
+    add_common_arguments(p)
     add_task_arguments(p)
-    add_config_arguments(p, SearchConfig, title="search settings (SearchConfig)",
-                         rename={"seed": "search-seed"})
+    add_config_arguments(p, SearchConfig, title="search settings (also the keys of --config "
+                         "FILE)", default_label="cpu preset")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
-    from pyro_base.cli import config_overrides, load_task
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
+    from pyro_base.cli import load_task, resolve_config
     from pyro_base.inference.search.config import SearchConfig
     from pyro_base.inference.search.methods import run_search
     from pyro_base.training import OutOfMemory
 
     try:
-        config = SearchConfig.preset(args.preset, **config_overrides(args, SearchConfig))
+        config = resolve_config(args, SearchConfig)
         task = load_task(args)
-        result = run_search(args.method, task, config, progress=not args.no_progress,
+        result = run_search(args.method, task, config, progress=args.progress,
                             deterministic=args.deterministic)
     except (ValueError, OutOfMemory) as e:
         print(f"error: {e}", file=sys.stderr)

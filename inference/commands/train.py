@@ -10,7 +10,7 @@ Usage::
 
     # train on a held-out procedural task with the CPU preset, then resume after a crash
     python scripts/train_genotype.py --genotype runs/meta --task-genotype motif_0 \\
-        --task-source procedural --family motif --seed 3 --preset cpu --run-dir runs/eval
+        --task-source procedural --family motif --task-seed 3 --preset cpu --run-dir runs/eval
     python scripts/train_genotype.py ... --run-dir runs/eval --resume
 
     # the DARTS CIFAR-10 recipe (600 epochs, C=36, 20 cells, auxiliary, cutout)
@@ -21,7 +21,9 @@ Usage::
 file, or a run directory (its ``prior_genotype.json``, or ``genotypes/<NAME>.json`` with
 ``--task-genotype NAME``). Every :class:`pyro_base.inference.evaluate.train_config.TrainConfig`
 field is a flag
-(``--batch-size``, ``--cutout``, ``--no-auxiliary``, ...) overriding ``--preset``. A summary
+(``--batch-size``, ``--cutout``, ``--no-auxiliary``, ...) and a key of ``--config FILE`` (YAML),
+overriding ``--preset`` (flags override the file); ``--seed`` seeds the training,
+``--task-seed`` picks the task. A summary
 (``key: value`` lines) is printed; ``--run-dir`` keeps it with the checkpoint.
 """
 
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_base.cli import add_config_arguments, add_task_arguments
+    from pyro_base.cli import add_common_arguments, add_config_arguments, add_task_arguments
     from pyro_base.inference.evaluate.train_config import TrainConfig
 
     p = argparse.ArgumentParser(
@@ -52,23 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training recipe the flags below override (default: darts)")
     p.add_argument("--run-dir", default=None, help="checkpoint and eval.json go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--params-only", action="store_true",
                    help="print params_M (auxiliary head excluded, as DARTS) and macs_M; exit")
     p.add_argument("--input-size", type=int, default=32,
                    help="with --params-only: image height = width for the MAC count")
-    p.add_argument("--log-level", default="WARNING", help="logging level")
+    add_common_arguments(p)
     add_task_arguments(p)
-    add_config_arguments(p, TrainConfig, title="training recipe (TrainConfig)",
-                         rename={"seed": "train-seed"})
+    add_config_arguments(p, TrainConfig, title="training recipe (also the keys of --config FILE)",
+                         default_label="darts preset")
     return p
 
 
 def make_config(args: argparse.Namespace):
-    from pyro_base.cli import config_overrides
+    """``--preset``, then the ``--config`` file, then the flags."""
+    from pyro_base.cli import resolve_config
     from pyro_base.inference.evaluate.train_config import TrainConfig
 
-    return TrainConfig.preset(args.preset, **config_overrides(args, TrainConfig))
+    return resolve_config(args, TrainConfig)
 
 
 def report_size(args: argparse.Namespace) -> int:
@@ -92,7 +94,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = make_config(args)
     task = load_task(args)
     result = train_genotype(genotype, task, cfg, run_dir=args.run_dir, resume=args.resume,
-                            progress=not args.no_progress)
+                            progress=args.progress)
     for key in ("task", "top1", "top5", "test_loss", "params_M", "macs_M", "seconds", "epochs",
                 "steps"):
         print(f"{key}: {json.dumps(getattr(result, key))}")
@@ -100,7 +102,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
     from pyro_base.training import OutOfMemory
 
     try:

@@ -19,11 +19,13 @@ Reference: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICL
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from pyro_base.config import Config, ConfigError, check_float, check_int
 from pyro_base.devices import check_device
+
+__all__ = ["STEMS", "ConfigError", "TrainConfig", "check_float", "check_int"]
 
 STEMS = ("cifar", "imagenet")
 
@@ -33,7 +35,7 @@ def _help(text: str) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Every knob of :func:`pyro_base.inference.evaluate.train.train_genotype` (defaults: DARTS
     CIFAR-10).
 
@@ -58,7 +60,8 @@ class TrainConfig:
     auxiliary_weight: float = field(default=0.4, metadata=_help("auxiliary loss weight"))
     init_channels: int = field(default=36, metadata=_help("initial channels C"))
     layers: int = field(default=20, metadata=_help("number of cells"))
-    stem: str = field(default="cifar", metadata=_help("cifar (3x3 conv) or imagenet (/8)"))
+    stem: str = field(default="cifar", metadata={"help": "cifar (3x3 conv) or imagenet (/8)",
+                                                  "choices": STEMS})
     n_classes: int | None = field(default=None,
                                   metadata=_help("classifier outputs (default: the data's)"))
     in_channels: int | None = field(default=None,
@@ -68,9 +71,9 @@ class TrainConfig:
                                 metadata=_help("deterministic algorithms (exact resume)"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if (self.epochs is None) == (self.steps is None):
-            raise ValueError(f"exactly one of epochs and steps must be set, got "
+            raise ConfigError(f"exactly one of epochs and steps must be set, got "
                              f"epochs={self.epochs!r}, steps={self.steps!r}")
         for name in ("epochs", "steps", "n_classes", "in_channels"):
             value = getattr(self, name)
@@ -85,16 +88,19 @@ class TrainConfig:
         check_float("momentum", self.momentum, low=0.0, high=1.0)
         check_float("drop_path_prob", self.drop_path_prob, low=0.0, high=1.0)
         if self.lr_min > self.lr:
-            raise ValueError(f"lr_min must be <= lr, got lr_min={self.lr_min}, lr={self.lr}")
+            raise ConfigError(f"lr_min must be <= lr, got lr_min={self.lr_min}, lr={self.lr}")
         for name in ("flip", "auxiliary", "deterministic"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+            raise ConfigError(f"stem must be one of {STEMS}, got {self.stem!r}")
         if self.stem == "imagenet" and self.init_channels % 2:
-            raise ValueError(f"init_channels must be even for the imagenet stem, got "
+            raise ConfigError(f"init_channels must be even for the imagenet stem, got "
                              f"{self.init_channels}")
-        check_device(self.device)
+        try:
+            check_device(self.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     # -- presets and serialisation ---------------------------------------------------------
     @classmethod
@@ -109,39 +115,9 @@ class TrainConfig:
                         flip=False, cutout=0, crop_padding=2, drop_path_prob=0.1),
         }
         if name not in presets:
-            raise ValueError(f"unknown training preset {name!r}; expected one of "
+            raise ConfigError(f"unknown training preset {name!r}; expected one of "
                              f"{sorted(presets)}")
         values = {**presets[name], **overrides}
         if overrides.get("steps") is not None and "epochs" not in overrides:
             values["epochs"] = None
         return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return replace(self, **changes)
-
-
-def check_int(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def check_float(name: str, value: Any, *, low: float, high: float | None = None,
-           strict: bool = False) -> None:
-    ok = (isinstance(value, int | float) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > low if strict else value >= low)
-          and (high is None or value < high))
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"{name} must be a finite number {bound}"
-                         f"{f' and < {high}' if high is not None else ''}, got {value!r}")

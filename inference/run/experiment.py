@@ -28,14 +28,15 @@ Usage::
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pyro_base.config import Config, ConfigError, check_float, check_int
 from pyro_base.genotype import Genotype, get_genotype
-from pyro_base.inference.evaluate.train_config import TrainConfig, check_float, check_int
+from pyro_base.inference.evaluate.train_config import TrainConfig
 from pyro_base.inference.run.config import MetaConfig
 from pyro_base.inference.run.factory import build_space
 from pyro_base.inference.run.job import meta_train_run
@@ -61,7 +62,7 @@ SPACES = ("tiny", "cpu", "darts")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExperimentConfig:
+class ExperimentConfig(Config):
     """Budgets of one experiment run; :meth:`preset` gives the smoke / cpu / gpu sizes."""
 
     space: str = "cpu"                  # search-space preset of BASE and every baseline
@@ -89,9 +90,9 @@ class ExperimentConfig:
     device: str = "cpu"
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+            raise ConfigError(f"space must be one of {SPACES}, got {self.space!r}")
         for name in ("meta_steps", "tasks_per_step", "meta_support", "meta_query",
                      "search_steps", "search_batch", "darts_multiplier", "random_candidates",
                      "num_samples", "target_support", "target_query", "train_epochs",
@@ -101,12 +102,12 @@ class ExperimentConfig:
             check_int(name, getattr(self, name), low=0)
         check_float("adapt_temperature", self.adapt_temperature, low=0.0, strict=True)
         if self.search_steps < 2:
-            raise ValueError(f"search_steps must be >= 2 (DARTS takes 2 passes a step), got "
+            raise ConfigError(f"search_steps must be >= 2 (DARTS takes 2 passes a step), got "
                              f"{self.search_steps}")
         if self.targets is not None and not self.targets:
-            raise ValueError("targets must be None (all) or a non-empty tuple of names")
+            raise ConfigError("targets must be None (all) or a non-empty tuple of names")
         if not isinstance(self.meta_digits, bool):
-            raise ValueError(f"meta_digits must be a bool, got {self.meta_digits!r}")
+            raise ConfigError(f"meta_digits must be a bool, got {self.meta_digits!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExperimentConfig:
@@ -132,12 +133,6 @@ class ExperimentConfig:
         if name not in presets:
             raise ValueError(f"preset must be one of {sorted(presets)}, got {name!r}")
         return cls(**{**presets[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        return replace(self, **changes)
 
     # -- the engine's configs ---------------------------------------------------------------
     def meta_config(self) -> MetaConfig:

@@ -220,6 +220,7 @@ def _resume(run: RunDir, cfg: MetaConfig, svi: MetaSVI, space: SearchSpace) -> N
 def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
                    run_dir: str | Path | None = None, resume: bool = False,
                    memory_check: bool = True, progress: bool = True,
+                   log_level: int | str = logging.INFO,
                    wrap_tasks: Callable[[Any, MetaSVI, int], Any] | None = None) -> MetaRun:
     """Meta-train ``W`` for ``cfg.steps`` meta-steps in total (a resumed run does the rest).
 
@@ -227,6 +228,7 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
     :param run_dir: where ``config.yaml``, ``metrics.jsonl``, ``log.txt`` and ``checkpoint.pt``
         go (only rank 0 writes); ``None`` writes nothing and checkpoints nothing.
     :param resume: continue from ``run_dir``'s checkpoint when it has one.
+    :param log_level: of the run's ``log.txt`` (and the root logger).
     :param wrap_tasks: ``(distribution, svi, rank) -> distribution``, e.g. to inject faults.
     :raises ConfigError: settings the device, search space or task source refuse, or a resume
         with changed settings; :class:`~pyro_base.memory.InsufficientMemoryError`.
@@ -248,7 +250,8 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
         check_memory(cfg, space, device)
     run = RunDir(run_dir, enabled=rank == 0) if run_dir is not None else None
     if run is not None:
-        run.setup_logging()
+        run.setup_logging(logging.getLevelName(log_level) if isinstance(log_level, str)
+                          else log_level)
     model = build_model(cfg, space, device=device)
     svi = build_meta_svi(cfg, model, build_guide(cfg, model))
     if wrap_tasks is not None:

@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro_base.inference.evaluate.train_config import check_float, check_int
-
 if TYPE_CHECKING:
     from pyro_base.genotype import Genotype
+from pyro_base.config import Config, ConfigError, check_float, check_int
 from pyro_base.devices import check_device
 
 RULES = ("base", "darts")
@@ -31,7 +30,7 @@ def _help(text: str) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SearchConfig:
+class SearchConfig(Config):
     """Knobs of every search method; each method reads the ones it uses."""
 
     steps: int = field(default=50, metadata=_help("search steps (random: total budget)"))
@@ -64,7 +63,7 @@ class SearchConfig:
     base_weight_posterior: str = field(default="gaussian", metadata=_help(
         "BASE q(theta): gaussian or delta"))
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for name in ("steps", "batch_size", "n_candidates"):
             check_int(name, getattr(self, name), low=1)
         check_int("seed", self.seed, low=0)
@@ -80,13 +79,16 @@ class SearchConfig:
         if self.base_arch_lr is not None:
             check_float("base_arch_lr", self.base_arch_lr, low=0.0, strict=True)
         if self.rule is not None and self.rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES} or None, got {self.rule!r}")
+            raise ConfigError(f"rule must be one of {RULES} or None, got {self.rule!r}")
         if self.base_weight_posterior not in WEIGHT_POSTERIORS:
-            raise ValueError(f"base_weight_posterior must be one of {WEIGHT_POSTERIORS}, got "
+            raise ConfigError(f"base_weight_posterior must be one of {WEIGHT_POSTERIORS}, got "
                              f"{self.base_weight_posterior!r}")
         if not isinstance(self.space, str):
-            raise ValueError(f"space must be a SearchSpace preset name, got {self.space!r}")
-        check_device(self.device)
+            raise ConfigError(f"space must be a SearchSpace preset name, got {self.space!r}")
+        try:
+            check_device(self.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SearchConfig:
@@ -101,12 +103,6 @@ class SearchConfig:
         if name not in presets:
             raise ValueError(f"unknown search preset {name!r}; expected one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def replace(self, **changes: Any) -> SearchConfig:
-        return replace(self, **changes)
 
 
 @dataclass
