@@ -6,6 +6,7 @@
 Usage::
 
     pyro-base meta-svi                       # the main job (= python scripts/meta_svi.py)
+    pyro-base adapt --prior runs/meta_svi-... --family motif --out runs/adapt
     pyro-base evaluate runs/meta_svi-...     # paired held-out evaluation of a run
     pyro-base train --help
 """
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 # command -> (module under pyro_base.inference.commands, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "meta-svi": ("meta_svi", "meta-train BASE across tasks, then adapt to held-out tasks"),
+    "adapt": ("adapt", "adapt a saved meta-prior to a task: posterior, cell, curve, cost"),
     "evaluate": ("evaluate", "paired held-out evaluation of a meta-training run"),
     "search": ("search", "architecture search on one task (BASE, DARTS, SNAS, random)"),
     "train": ("train", "train a genotype from scratch and report its accuracy"),

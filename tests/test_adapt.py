@@ -1,0 +1,85 @@
+"""pyro-base adapt (scripts/adapt.py): a saved meta-prior adapted to a task, the files it
+writes, the prior-only cell at --steps 0, and one error line for what the prior cannot take."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyro_base.genotype import Genotype
+from pyro_base.inference.commands.adapt import cli
+from pyro_base.inference.posterior.inference_data import load_posterior
+from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.factory import load_trained
+from pyro_base.inference.run.job import meta_train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(preset="cpu", channels=4, cells=2, nodes=2, tasks_per_step=2, inner_steps=1,
+            n_support=16, n_query=16, inner_batch=8, threads=0, steps=2, posterior_draws=4,
+            num_samples=1)
+TASK = ["--task-source", "procedural", "--family", "motif", "--n-support", "24",
+        "--n-query", "16", "--device", "cpu", "--no-progress", "--log-level", "WARNING"]
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prior") / "run"
+    meta_train_run(MetaConfig(**TINY), run_dir=path, progress=False)
+    return path
+
+
+def test_adapt_writes_the_adaptation_directory(prior, tmp_path, capsys):
+    out = tmp_path / "adapt"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "3", "--curve-steps", "0",
+                "2", *TASK]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 3 and summary["cost"]["forward_backward"] == 3
+    assert summary["cost"]["images"] == 3 * 8  # inner_batch 8 of the 24 support images
+    record = json.loads((out / "adapt.json").read_text())
+    assert Genotype.load(out / "genotype.json") == Genotype.from_dict(record["genotype"])
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["steps"] == [0, 2, 3] and len(curve["inner_losses"]) == 3
+    assert all(0.0 <= a <= 1.0 for a in curve["query_accuracy"])
+    assert curve["query_accuracy"][-1] == record["query_accuracy"]
+    assert (out / "curve.png").stat().st_size > 0
+    idata = load_posterior(out / "posterior.nc")
+    assert list(idata.posterior["task"].values) == [record["task"]]
+    for cell, probs in record["op_probs"].items():
+        assert np.allclose(np.asarray(probs).sum(-1), 1.0), cell
+
+
+def test_zero_steps_gives_the_priors_own_cell(prior, tmp_path):
+    out = tmp_path / "prior_only"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", *TASK]) == 0
+    model, guide, _, _ = load_trained(prior)
+    assert Genotype.load(out / "genotype.json") == guide.prior_posterior().genotype(model.space)
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["cost"] == {"seconds": record["cost"]["seconds"], "forward_backward": 0,
+                              "forward": 0, "images": 0}
+    assert record["query_accuracy"] == record["prior_accuracy"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--image-size", "12"], "images are 12x12 but the prior"),
+    (["--task-source", "npz", "--data-dir", "/nonexistent.npz"], "nonexistent"),
+])
+def test_what_the_prior_cannot_take_is_one_error_line(prior, tmp_path, capsys, extra, message):
+    assert cli(["--prior", str(prior), "--out", str(tmp_path / "x"), *TASK, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_a_run_directory_without_a_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert cli(["--prior", str(tmp_path / "run"), "--out", str(tmp_path / "x"), *TASK]) == 2
+    assert "lacks ['config.yaml', 'checkpoint.pt']" in capsys.readouterr().err
+
+
+def test_script_and_command_help():
+    for cmd in ([sys.executable, str(ROOT / "scripts" / "adapt.py"), "--help"],
+                [sys.executable, "-m", "pyro_base", "adapt", "--help"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "--prior RUN_DIR" in r.stdout and "--out ADAPT_DIR" in r.stdout
