@@ -160,14 +160,16 @@ def load_task(args: argparse.Namespace) -> Task:
 
 
 def load_genotype(spec: str, *, task_genotype: str | None = None) -> Genotype:
-    """A published name, a genotype JSON file, or a run directory: ``RUN_DIR/prior_genotype.json``
-    or, with ``task_genotype``, ``RUN_DIR/genotypes/<task_genotype>[.json]``."""
+    """A published name, a genotype JSON file, an adaptation directory (``pyro-base adapt``:
+    ``ADAPT_DIR/genotype.json``) or a run directory: ``RUN_DIR/prior_genotype.json`` or, with
+    ``task_genotype``, ``RUN_DIR/genotypes/<task_genotype>[.json]``."""
     from pyro_base.genotype import Genotype, get_genotype
 
     path = Path(spec)
     if path.is_dir():
         if task_genotype is None:
-            target = path / "prior_genotype.json"
+            adapted = path / "genotype.json"
+            target = adapted if adapted.is_file() else path / "prior_genotype.json"
         else:
             folder = path / "genotypes"
             options = [folder / task_genotype, folder / f"{task_genotype}.json"]
@@ -177,7 +179,8 @@ def load_genotype(spec: str, *, task_genotype: str | None = None) -> Genotype:
                 raise ValueError(f"run directory {spec!r} has no genotype {task_genotype!r} in "
                                  f"genotypes/; available: {have}")
         if not target.is_file():
-            raise ValueError(f"run directory {spec!r} has no {target.name}")
+            raise ValueError(f"directory {spec!r} has neither genotype.json (an adaptation "
+                             f"directory) nor {target.name} (a run directory)")
         path = target
     elif task_genotype is not None:
         raise ValueError(f"--task-genotype needs --genotype to be a run directory, got {spec!r}")

@@ -83,3 +83,23 @@ def test_script_and_command_help():
                 [sys.executable, "-m", "pyro_base", "adapt", "--help"]):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "--prior RUN_DIR" in r.stdout and "--out ADAPT_DIR" in r.stdout
+
+
+def test_train_takes_the_adaptation_directory_and_picks_the_recipe(prior, tmp_path, capsys,
+                                                                    caplog):
+    """The chain's third step: train_genotype --genotype ADAPT_DIR, recipe from the image size."""
+    from pyro_base.inference.commands import train
+
+    out = tmp_path / "adapt"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *TASK]) == 0
+    capsys.readouterr()
+    args = ["--genotype", str(out), "--task-source", "procedural", "--family", "motif",
+            "--n-support", "24", "--n-query", "16", "--steps", "1", "--init-channels", "4",
+            "--layers", "2", "--device", "cpu", "--no-progress", "--run-dir",
+            str(tmp_path / "train")]
+    with caplog.at_level("WARNING", logger="train"):
+        assert train.cli(args) == 0
+    assert "--preset cpu (chosen from the task's 16x16 images" in caplog.text
+    assert "top1: " in capsys.readouterr().out
+    eval_ = json.loads((tmp_path / "train" / "eval.json").read_text())
+    assert eval_["config"]["batch_size"] == 32  # the cpu recipe's, not darts' 96

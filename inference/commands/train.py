@@ -8,9 +8,11 @@ Usage::
     # params_M: 3.349342
     # macs_M: 528.4
 
-    # train on a held-out procedural task with the CPU preset, then resume after a crash
-    python scripts/train_genotype.py --genotype runs/meta --task-genotype motif_0 \\
-        --task-source procedural --family motif --task-seed 3 --preset cpu --run-dir runs/eval
+    # train what `pyro-base adapt` found, on the same task (the recipe follows the image
+    # size: cpu for 16x16), then resume after a crash
+    python scripts/adapt.py --prior runs/meta --family motif --task-seed 3 --out runs/adapt
+    python scripts/train_genotype.py --genotype runs/adapt --task-source procedural \\
+        --family motif --task-seed 3 --run-dir runs/eval
     python scripts/train_genotype.py ... --run-dir runs/eval --resume
 
     # the DARTS CIFAR-10 recipe (600 epochs, C=36, 20 cells, auxiliary, cutout)
@@ -18,13 +20,12 @@ Usage::
         --data-dir data/ --preset darts --device cuda --run-dir runs/darts_v2
 
 ``--genotype`` takes a published name (DARTS_V2, NASNet-A, BASE_CIFAR, ...), a genotype JSON
-file, or a run directory (its ``prior_genotype.json``, or ``genotypes/<NAME>.json`` with
-``--task-genotype NAME``). Every :class:`pyro_base.inference.evaluate.train_config.TrainConfig`
-field is a flag
-(``--batch-size``, ``--cutout``, ``--no-auxiliary``, ...) and a key of ``--config FILE`` (YAML),
-overriding ``--preset`` (flags override the file); ``--seed`` seeds the training,
-``--task-seed`` picks the task. A summary
-(``key: value`` lines) is printed; ``--run-dir`` keeps it with the checkpoint.
+file, an adaptation directory (its ``genotype.json``), or a run directory (its
+``prior_genotype.json``, or ``genotypes/<NAME>.json`` with ``--task-genotype NAME``). Every
+:class:`pyro_base.inference.evaluate.train_config.TrainConfig` field is a flag (``--batch-size``,
+``--cutout``, ``--no-auxiliary``, ...) and a key of ``--config FILE`` (YAML), overriding
+``--preset`` (flags override the file); ``--seed`` seeds the training, ``--task-seed`` picks the
+task. A summary (``key: value`` lines) is printed; ``--run-dir`` keeps it with the checkpoint.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "genotype JSON file, or a run directory")
     p.add_argument("--task-genotype", default=None,
                    help="with a run directory: use genotypes/<NAME>.json")
-    p.add_argument("--preset", choices=("cpu", "darts"), default="darts",
-                   help="training recipe the flags below override (default: darts)")
+    p.add_argument("--preset", choices=("cpu", "darts"), default=None,
+                   help="training recipe the flags below override (default: from the task's "
+                        "image size, cpu up to 16x16, else darts; darts with --params-only)")
     p.add_argument("--run-dir", default=None, help="checkpoint and eval.json go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--params-only", action="store_true",
@@ -65,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_config(args: argparse.Namespace):
-    """``--preset``, then the ``--config`` file, then the flags."""
+def make_config(args: argparse.Namespace, task=None):  # noqa: ANN001, ANN201
+    """``--preset`` (default: from the task's image size), then ``--config``, then the flags."""
     from pyro_base.cli import resolve_config
     from pyro_base.inference.evaluate.train_config import TrainConfig
 
+    if args.preset is None:
+        size = task.image_shape[-1] if task is not None else None
+        args.preset = "cpu" if size is not None and size <= 16 else "darts"
+        logging.getLogger("train").warning(
+            "--preset %s (chosen from the task's %s images; pass --preset to override)",
+            args.preset, f"{size}x{size}" if size else "unknown")
     return resolve_config(args, TrainConfig)
 
 
@@ -91,8 +99,8 @@ def train(args: argparse.Namespace) -> int:
     from pyro_base.inference.evaluate.train import train_genotype
 
     genotype = load_genotype(args.genotype, task_genotype=args.task_genotype)
-    cfg = make_config(args)
     task = load_task(args)
+    cfg = make_config(args, task)
     result = train_genotype(genotype, task, cfg, run_dir=args.run_dir, resume=args.resume,
                             progress=args.progress)
     for key in ("task", "top1", "top5", "test_loss", "params_M", "macs_M", "seconds", "epochs",
