@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from pyro_base import defaults
 from pyro_base.config import Config, ConfigError, option
 
-__all__ = ["ConfigError", "MetaConfig"]
+__all__ = ["TASK_SOURCES", "ConfigError", "MetaConfig"]
+
+# every registered task source (pyro_base.tasks): the embedded ones, then those read from disk
+TASK_SOURCES = ("procedural", "digits", "fashion_mnist", "mnist", "kmnist", "idx", "cifar10",
+                "cifar100", "imagenet_ds", "folder", "npz", "omniglot", "mini_imagenet")
+ON_DISK = TASK_SOURCES[2:]
 
 _POSITIVE = {
     "inner_lr",
@@ -57,7 +62,22 @@ class MetaConfig(Config):
 
     # tasks
     task_source: str = option(
-        "procedural", "task family source (embedded, no download)", choices=("procedural", "digits")
+        "procedural",
+        "task source: the embedded procedural families or digits, or an on-disk data set "
+        "(--data-dir) whose class subsets are the tasks",
+        choices=TASK_SOURCES,
+    )
+    data_dir: str | None = option(
+        None, "on-disk sources: the data directory (npz: the .npz file); nothing is downloaded"
+    )
+    n_way: int | None = option(
+        None, "on-disk sources: classes per task (default 5; at most the supernet's outputs)"
+    )
+    holdout: str = option(
+        "classes",
+        "on-disk sources: meta-train / meta-val / meta-test tasks from disjoint classes, or "
+        "from disjoint examples of the same classes",
+        choices=("classes", "examples"),
     )
     families: list[str] | None = option(
         None, "procedural families to meta-train on (default: all five)"
@@ -199,5 +219,11 @@ class MetaConfig(Config):
                 "batch_tasks cannot (it computes every op); use elbo_impl "
                 "'pyro' or 'functional' without batch_tasks"
             )
+        if self.task_source in ON_DISK and self.data_dir is None and self.task_source not in (
+                "fashion_mnist", "mnist", "kmnist", "idx"):
+            raise ConfigError(f"task_source {self.task_source!r} needs data_dir (nothing is "
+                              "downloaded)")
+        if self.n_way is not None and self.n_way < 2:
+            raise ConfigError(f"n_way must be >= 2 or null, got {self.n_way!r}")
         if self.families is not None and not self.families:
             raise ConfigError("families must be null (all) or a non-empty list")

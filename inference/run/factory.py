@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pyro_base.checkpoint import CheckpointError, load_checkpoint
-from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.config import ConfigError, MetaConfig
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.inference.vi.meta_svi import MetaSVI, zero_head
@@ -47,6 +47,10 @@ def build_space(cfg: MetaConfig) -> SearchSpace:
 
 
 def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
+    """The run's task distribution. On-disk sources give ``n_way``-class subsets at the search
+    space's image size and channels (grey images made RGB), meta-train / meta-val / meta-test
+    from disjoint classes (``holdout="classes"``); a source with fewer classes in a split than
+    ``n_way`` is a ConfigError naming both counts."""
     options: dict[str, Any] = {"image_size": space.input_size, "n_support": cfg.n_support,
                                "n_query": cfg.n_query}
     hi = min(10, space.n_classes)  # tasks never have more classes than the supernet outputs
@@ -54,9 +58,25 @@ def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
         options["n_classes"] = (min(5, hi), hi)
         if cfg.families is not None:
             options["families"] = tuple(cfg.families)
-    else:
+        return get_task_distribution(cfg.task_source, **options)
+    if cfg.task_source == "digits":
         options["n_classes"] = min(5, hi)
-    return get_task_distribution(cfg.task_source, **options)
+        return get_task_distribution(cfg.task_source, **options)
+    n_way = cfg.n_way or min(5, space.n_classes)
+    if n_way > space.n_classes:
+        raise ConfigError(f"n_way {n_way} exceeds the {space.n_classes} outputs of preset "
+                          f"{cfg.preset!r}")
+    options.update(n_classes=n_way, channels=space.in_channels, holdout=cfg.holdout)
+    if cfg.data_dir is not None:
+        options["path" if cfg.task_source == "npz" else "data_dir"] = cfg.data_dir
+    dist = get_task_distribution(cfg.task_source, **options)
+    splits = dist.splits()  # decodes the data once; a missing or corrupt one fails here
+    short = {s: len(c) for s, c in splits.items() if s in ("train", "test") and len(c) < n_way}
+    if short:
+        raise ConfigError(f"task source {cfg.task_source!r} ({cfg.data_dir}) has {short} "
+                          f"classes per split with holdout={cfg.holdout!r}, fewer than "
+                          f"n_way={n_way}")
+    return dist
 
 
 def build_model(cfg: MetaConfig, space: SearchSpace, *,

@@ -49,7 +49,7 @@ from pyro_base.inference.run.factory import (
     build_tasks,
     resolve_device,
 )
-from pyro_base.inference.run.runlog import CONFIG, RunDir
+from pyro_base.inference.run.runlog import CONFIG, TASK_SPLITS, RunDir
 from pyro_base.inference.vi.meta_svi import MetaSVI, NonFiniteLossError
 from pyro_base.memory import check_fits, estimate_memory
 from pyro_base.search_space import SearchSpace
@@ -262,6 +262,8 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
         run.truncate_metrics(0)  # a fresh start in a used directory keeps no old step lines
     if run is not None and rank == 0:
         cfg.to_yaml(run / CONFIG)
+        if hasattr(distribution, "split_classes"):  # on-disk sources: which classes are where
+            run.write_json(TASK_SPLITS, distribution.split_classes())
     log.info("run dir %s; %s; %d weights; device %s; world %d",
              run.path if run else None, space, model.spec.size, device, world)
     start = time.perf_counter()

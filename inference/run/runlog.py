@@ -9,6 +9,7 @@ Layout written by ``scripts/meta_svi.py``::
     RUN_DIR/prior_genotype.json  the genotype of alpha (zero adaptation)
     RUN_DIR/genotypes/<task>.json  the adapted genotype per held-out task
     RUN_DIR/posterior.nc         ArviZ InferenceData of the held-out posteriors and the prior
+    RUN_DIR/task_splits.json     on-disk sources: the class names of each split
 
 Only rank 0 of a distributed run writes (``RunDir(..., enabled=False)`` on the others).
 
@@ -35,6 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 PRIOR_GENOTYPE = "prior_genotype.json"
 GENOTYPES = "genotypes"
 POSTERIOR = "posterior.nc"
+TASK_SPLITS = "task_splits.json"
 
 
 def _jsonable(value: Any) -> Any:

@@ -252,6 +252,11 @@ class ClassSubsetSource(ABC):
             parts.append((int(c), pick[:n_s], pick[n_s:n_s + self.n_query]))
         return self._build(split, parts, {})
 
+    def split_classes(self) -> dict[str, list[str]]:
+        """The class names of each split (disjoint with ``holdout="classes"``)."""
+        return {s: [self._class_name(c) for c in sorted(pool)]
+                for s, pool in self.splits().items()}
+
     def tasks(self, split: str, n: int) -> list[Task]:
         """A fixed list of ``n`` tasks: task ``i`` uses ``default_rng([seed, split, i])``."""
         s = SPLITS.index(check_split(split))
