@@ -103,3 +103,26 @@ def test_train_takes_the_adaptation_directory_and_picks_the_recipe(prior, tmp_pa
     assert "top1: " in capsys.readouterr().out
     eval_ = json.loads((tmp_path / "train" / "eval.json").read_text())
     assert eval_["config"]["batch_size"] == 32  # the cpu recipe's, not darts' 96
+
+
+def test_fewshot_episodes_report_the_mean_and_its_95_interval(prior, tmp_path, capsys):
+    out = tmp_path / "fs"
+    assert cli(["--prior", str(prior), "--out", str(out), "--episodes", "4", "--n-way", "3",
+                "--k-shot", "2", "--query-per-class", "4", "--steps", "1", *TASK]) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    acc = np.asarray(report["accuracies"])
+    assert len(acc) == 4 and report["n_way"] == 3 and report["k_shot"] == 2
+    assert report["mean"] == pytest.approx(acc.mean())
+    assert report["ci95"] == pytest.approx(1.96 * acc.std(ddof=1) / 2)
+    assert "3-way 2-shot, 4 episodes" in capsys.readouterr().out
+    # the same episodes again: the same numbers (episodes are a pure function of the seed)
+    assert cli(["--prior", str(prior), "--out", str(out), "--episodes", "4", "--n-way", "3",
+                "--k-shot", "2", "--query-per-class", "4", "--steps", "1", *TASK]) == 0
+    assert json.loads((out / "fewshot.json").read_text())["accuracies"] == report["accuracies"]
+
+
+def test_fewshot_refuses_more_ways_than_outputs(prior, tmp_path, capsys):
+    assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs"), "--episodes", "2",
+                "--n-way", "11", *TASK]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "11" in err
