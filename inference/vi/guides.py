@@ -1,5 +1,8 @@
 """The optimization-embedding posterior of BASE, and Pyro autoguides on the same model.
 
+The posterior objects themselves (:class:`AdaptedPosterior`, :func:`autoguide_from_W`) live in
+:mod:`pyro_base.inference.vi.posterior_q` and are re-exported here.
+
 For a task ``D`` the posterior parameters start at the meta-parameters and follow ``T`` steps
 of stochastic gradient descent on the task's negative ELBO (Shaw et al. 2019, eq. for
 ``[phi^t, psi^t]``; Dai et al. 2018, coupled variational Bayes)::
@@ -33,63 +36,21 @@ import math
 from collections.abc import Callable, Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 
 from pyro_base import defaults
 from pyro_base.inference.vi.elbo import FunctionalELBO, PyroELBO, check_supported
+from pyro_base.inference.vi.posterior_q import AdaptedPosterior
+from pyro_base.inference.vi.posterior_q import autoguide_from_W as autoguide_from_W
 from pyro_base.inference.vi.static_loop import StaticInnerLoop, check_dense_ok
 from pyro_base.inference.vi.update import InnerUpdate
 from pyro_base.models.base_model import BASEModel
-from pyro_base.models.relaxations import Relaxation, check_temperature
+from pyro_base.models.relaxations import check_temperature
 
 ORDERS = ("none", "first", "second")
 ELBO_IMPLS = ("pyro", "functional", "graph")
-
-
-class AdaptedPosterior:
-    """``q(theta, z | D)`` with frozen parameters; callable as a Pyro guide.
-
-    ``params`` uses the names of :class:`~pyro_base.models.priors.MetaParams`: ``mu`` (location of
-    theta), ``log_sigma`` (its log scale; ignored for a ``delta`` posterior) and
-    ``alpha_<cell>`` (logits of the op choice per edge).
-    """
-
-    def __init__(self, params: dict[str, torch.Tensor], *, cells: tuple[str, ...],
-                 relaxation: Relaxation, weight_posterior: str = "gaussian") -> None:
-        self.params = params
-        self.cells = cells
-        self.relaxation = relaxation
-        self.weight_posterior = weight_posterior
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                 size: int | None = None, n_classes: int | None = None,
-                 temperature: float = 1.0) -> None:
-        loc = self.params["mu"]
-        if self.weight_posterior == "delta":
-            pyro.sample("theta", dist.Delta(loc, event_dim=1))
-        else:
-            pyro.sample("theta", dist.Normal(loc, self.params["log_sigma"].exp()).to_event(1))
-        for cell in self.cells:
-            pyro.sample(f"z_{cell}", self.relaxation.dist(self.params[f"alpha_{cell}"],
-                                                          temperature))
-
-    def op_probs(self) -> dict[str, torch.Tensor]:
-        """``softmax(phi_T[c])`` per cell type: the posterior op probabilities, [E, K]."""
-        return {c: self.params[f"alpha_{c}"].detach().softmax(-1) for c in self.cells}
-
-    def detach(self) -> AdaptedPosterior:
-        return AdaptedPosterior({k: v.detach() for k, v in self.params.items()},
-                                cells=self.cells, relaxation=self.relaxation,
-                                weight_posterior=self.weight_posterior)
-
-    def genotype(self, space, *, rule: str = "base"):  # noqa: ANN001, ANN201
-        """The posterior mode's discrete genotype (BASE decoding rule by default)."""
-        from pyro_base.genotype import decode
-
-        return decode(self.op_probs(), space=space, rule=rule)
+_InnerState = dict[str, tuple[torch.Tensor, torch.Tensor]]  # Adam's moments (SGD: empty)
 
 
 class OptimizationEmbeddingGuide:
@@ -210,13 +171,7 @@ class OptimizationEmbeddingGuide:
                 and snapshot is None:
             return self._adapt_static(x, y, n_classes=n_classes, temperature=temperature,
                                       steps=steps)
-        start = self.model.W.named_tensors()
-        names = self.update.moving(start)
-        params = {n: (start[n] if order != "none" else start[n].detach()) for n in start}
-        if order == "none":
-            for n in names:
-                params[n].requires_grad_(True)
-        state = self.update.init_state(params, names)
+        params, names, state = self._start(order)
         N = x.shape[0]
         B = N if self.batch_size is None else min(self.batch_size, N)
         losses: list[float] = []
@@ -236,18 +191,36 @@ class OptimizationEmbeddingGuide:
                 break  # NaN parameters would fail validation at the next step; caller decides
             grads = torch.autograd.grad(loss, [params[n] for n in names],
                                         create_graph=order == "second")
-            new = dict(params)
-            for n, g in zip(names, grads, strict=True):
-                g = g if order == "second" else g.detach()
-                new[n] = self.update.step(n, params[n], g, state, t)
-                if order == "none":
-                    new[n] = new[n].detach().requires_grad_(True)
-            params = new
+            params = self._inner_step(params, names, grads, state, t, order)
             if snapshot is not None:
                 snapshot(t, {n: p.detach() for n, p in params.items()})
         if order == "none":
             params = {n: p.detach() for n, p in params.items()}
         return self.posterior(params), losses
+
+    def _start(self, order: str) -> tuple[dict[str, torch.Tensor], list[str], _InnerState]:
+        """The inner loop's start ``W`` (detached and a leaf under ``order="none"``), the names
+        of the parameters it moves, and the update rule's state."""
+        start = self.model.W.named_tensors()
+        names = self.update.moving(start)
+        params = {n: (start[n] if order != "none" else start[n].detach()) for n in start}
+        if order == "none":
+            for n in names:
+                params[n].requires_grad_(True)
+        state = self.update.init_state(params, names)
+        return params, names, state
+
+    def _inner_step(self, params: dict[str, torch.Tensor], names: list[str],
+                    grads: Sequence[torch.Tensor], state: _InnerState, t: int,
+                    order: str) -> dict[str, torch.Tensor]:
+        """Inner step ``t``: ``params`` with the moving ``names`` updated from ``grads``."""
+        new = dict(params)
+        for n, g in zip(names, grads, strict=True):
+            g = g if order == "second" else g.detach()
+            new[n] = self.update.step(n, params[n], g, state, t)
+            if order == "none":
+                new[n] = new[n].detach().requires_grad_(True)
+        return new
 
     def adapt_path(self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int | None,
                    temperature: float, steps: Sequence[int],
@@ -326,25 +299,3 @@ def finite_prefix(losses: list[float]) -> list[float]:
         if not math.isfinite(v):
             return losses[:i + 1]
     return losses
-
-
-def autoguide_from_W(model: BASEModel, kind: str = "normal") -> AutoNormal | AutoDelta:
-    """Pyro's ``AutoNormal`` / ``AutoDelta`` started at ``W`` with ``init_scale = sigma``.
-
-    Their default ``init_scale=0.1`` is far above a prior scale of ~0.03, which makes a huge
-    KL at step 0. ``W`` is held fixed (empirical Bayes only with ``learn_prior_in_svi``).
-    """
-    W = model.W
-    init = {"theta": W.mu.detach().clone(),
-            **{f"z_{c}": _log_uniform_like(W.alpha(c)) for c in model.space.cell_types}}
-    if kind == "normal":
-        scale = float(W.log_sigma.detach().exp().mean())
-        return AutoNormal(model, init_loc_fn=init_to_value(values=init), init_scale=scale)
-    if kind == "delta":
-        return AutoDelta(model, init_loc_fn=init_to_value(values=init))
-    raise ValueError(f"unknown autoguide kind {kind!r}; expected 'normal' or 'delta'")
-
-
-def _log_uniform_like(alpha: torch.Tensor) -> torch.Tensor:
-    """A point inside the support of both relaxations: log of uniform simplex weights."""
-    return torch.full_like(alpha.detach(), -math.log(alpha.shape[-1]))

@@ -39,7 +39,6 @@ import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,18 +47,18 @@ import torch.distributed as tdist
 from tqdm.auto import tqdm
 
 from pyro_base import defaults
-from pyro_base.inference.vi.diagnostics import (
-    parameter_groups,
-    prior_summary,
-    step_agreement,
-)
-from pyro_base.inference.vi.guides import (
-    ORDERS,
-    AdaptedPosterior,
-    OptimizationEmbeddingGuide,
-    finite_prefix,
-)
+from pyro_base.inference.vi.diagnostics import parameter_groups, prior_summary, step_agreement
+from pyro_base.inference.vi.guides import ORDERS, OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_common import MetaSVIResult, NonFiniteLossError, head_slices
+from pyro_base.inference.vi.meta_common import task_seed as task_seed
+from pyro_base.inference.vi.meta_common import zero_head as zero_head
 from pyro_base.inference.vi.static_loop import check_dense_ok
+from pyro_base.inference.vi.task_updates import (
+    StepContext,
+    batched_updates,
+    reduce_tasks,
+    task_update,
+)
 from pyro_base.models.base_model import BASEModel
 from pyro_base.models.temperature import (
     ConstantTemperature,
@@ -72,38 +71,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("reptile", "maml")
 NAN_POLICIES = ("stop", "skip")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a task's loss is NaN/Inf and the policy says stop."""
-
-
-@dataclass
-class MetaSVIResult:
-    """What :meth:`MetaSVI.run` returns (cf. NumPyro's ``SVIRunResult``)."""
-
-    params: dict[str, torch.Tensor]
-    state: dict[str, Any]
-    losses: list[float]
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-def head_slices(model: BASEModel) -> list[slice]:
-    """The classifier head's slices of ``W.mu`` (layers named ``classifier.*``)."""
-    return parameter_groups(model.spec).get("mu_head", ("mu", []))[1] or []
-
-
-@torch.no_grad()
-def zero_head(model: BASEModel) -> None:
-    """Put the classifier head's location in ``W.mu`` at zero: every task starts from equal
-    logits (the head's scale ``sigma`` still breaks the symmetry between classes)."""
-    for sl in head_slices(model):
-        model.W.mu[sl] = 0.0
-
-
-def task_seed(seed: int, step: int, c: int) -> int:
-    """The seed of task ``c`` at meta-step ``step``; independent of the rank layout."""
-    return int(np.random.default_rng([seed, step, c, 7]).integers(2**62))
 
 
 class MetaSVI:
@@ -127,9 +94,8 @@ class MetaSVI:
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
-    of the
-    good tasks' contributions: Reptile deltas ``W - phi_c^T``, MAML query gradients; ``None``
-    with fewer than 2 good tasks), ``arch_entropy_per_cell`` and ``sigma`` (mean, std, min,
+    of the good tasks' contributions: Reptile deltas ``W - phi_c^T``, MAML query gradients;
+    ``None`` with fewer than 2 good tasks), ``arch_entropy_per_cell`` and ``sigma`` (mean, std, min,
     max of ``exp(log_sigma)``), all of the ``W`` the step's tasks started from. Under
     ``torch.distributed`` ``agreement`` uses this rank's tasks only (no extra collective).
     """
@@ -218,9 +184,7 @@ class MetaSVI:
             raise ValueError("step() needs at least one task")
         step = self.step_count
         tau = self.temperature(step)
-        for group in self.optimizer.param_groups:
-            base = group.setdefault("initial_lr", group["lr"])  # the optimizer's own lr
-            group["lr"] = base * self.lr_at(step) / self.meta_lr
+        self._set_lr(step)
         rank, world = self._rank_world()
         W = self.model.W.named_tensors()
         device = next(iter(W.values())).device
@@ -228,40 +192,51 @@ class MetaSVI:
         self.optimizer.zero_grad(set_to_none=True)
         self._deltas = []
         mine = [(c, task.to(device)) for c, task in enumerate(tasks) if c % world == rank]
+        ctx = StepContext(model=self.model, guide=self.guide, mode=self.mode,
+                          inner_grad=self.inner_grad, seed=self.seed, log_query=self.log_query,
+                          step=step, tau=tau, acc=acc, deltas=self._deltas, on_bad=self._bad)
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
-            per_task = self._batched_updates(mine, step, tau, acc)
+            per_task = batched_updates(ctx, mine)
         else:
-            per_task = [self._task_update(task, c, step, tau, acc, len(tasks))
-                        for c, task in mine]
-        key = "query_loss" if self.mode == "maml" else "inner_last"
-        ok = [r for r in per_task if r["ok"]]
-        # [good tasks, sum of their losses]: summed over ranks with the deltas, so the logged
-        # loss is the mean over *all* tasks of the step, whatever the world size
-        counts = torch.tensor([len(ok), sum(r[key] for r in ok)], dtype=torch.float64,
-                              device=device)
-        flat = torch.cat([a.reshape(-1) for a in acc.values()])
-        if world > 1:
-            tdist.all_reduce(flat)
-            tdist.all_reduce(counts)
-        good = int(counts[0].item())
-        loss = float(counts[1].item()) / good if good else float("nan")
+            per_task = [task_update(ctx, task, c, len(tasks)) for c, task in mine]
+        good, loss, flat = reduce_tasks(per_task, acc, mode=self.mode, device=device,
+                                        world=world)
         metrics = {"step": step, "loss": loss, "temperature": tau, "meta_lr": self.lr_at(step),
                    **prior_summary(self.model.W, self.model.space), "tasks": per_task,
                    "n_good": good, "n_tasks": len(tasks), "n_skipped_total": self.n_skipped}
         metrics["agreement"] = step_agreement(self._deltas, self._groups)
         self._deltas = []
         if good == 0:
-            self._bad_streak += 1
-            if self._bad_streak >= self.max_bad_steps:
-                raise NonFiniteLossError(
-                    f"{self._bad_streak} consecutive meta-steps with only non-finite task "
-                    f"losses, ending at step {step} (tasks {[r['task'] for r in per_task]}); "
-                    f"last finite loss {self._last_finite}")
+            self._no_good_task(step, per_task)
             self.step_count += 1
             return metrics
         self._bad_streak = 0
         scale = len(tasks) / good if self.mode == "maml" else 1.0 / good
+        self._apply(W, flat, scale)
+        self.step_count += 1
+        self.losses.append(metrics["loss"])
+        self._last_finite = metrics["loss"]
+        return metrics
+
+    def _set_lr(self, step: int) -> None:
+        """Scale every parameter group's own learning rate by the schedule at ``step``."""
+        for group in self.optimizer.param_groups:
+            base = group.setdefault("initial_lr", group["lr"])  # the optimizer's own lr
+            group["lr"] = base * self.lr_at(step) / self.meta_lr
+
+    def _no_good_task(self, step: int, per_task: list[dict[str, Any]]) -> None:
+        """A step without one good task: raise after ``max_bad_steps`` in a row."""
+        self._bad_streak += 1
+        if self._bad_streak >= self.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self._bad_streak} consecutive meta-steps with only non-finite task "
+                f"losses, ending at step {step} (tasks {[r['task'] for r in per_task]}); "
+                f"last finite loss {self._last_finite}")
+
+    def _apply(self, W: dict[str, torch.Tensor], flat: torch.Tensor, scale: float) -> None:
+        """Set ``W``'s gradients to ``scale * flat`` (the head's zero unless meta-learned) and
+        take the meta-optimizer's step."""
         offset = 0
         for p in W.values():  # the nn.Parameters themselves
             k = p.numel()
@@ -270,86 +245,6 @@ class MetaSVI:
         for sl in self._head:  # a head that is not meta-learned stays where it is
             W["mu"].grad[sl] = 0.0
         self.optimizer.step()
-        self.step_count += 1
-        self.losses.append(metrics["loss"])
-        self._last_finite = metrics["loss"]
-        return metrics
-
-    def _task_update(self, task: Task, c: int, step: int, tau: float,
-                     acc: dict[str, torch.Tensor], n_tasks: int) -> dict[str, Any]:
-        torch.manual_seed(task_seed(self.seed, step, c))
-        xs, ys = task.support
-        order = "none" if self.mode == "reptile" else self.inner_grad
-        post, losses = self.guide.adapt(xs, ys, n_classes=task.n_classes, temperature=tau,
-                                        order=order)
-        return self._record(task, step, tau, post, losses, acc, n_tasks)
-
-    def _batched_updates(self, tasks: list[tuple[int, Task]], step: int, tau: float,
-                         acc: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Reptile updates of ``tasks`` [(c, task)], those of equal support shape adapted
-        together (any class counts: a class mask per task)."""
-        groups: dict[tuple, list[tuple[int, Task]]] = {}
-        for c, task in tasks:
-            groups.setdefault(tuple(task.support[0].shape), []).append((c, task))
-        W = self.model.W.named_tensors()
-        records: dict[int, dict[str, Any]] = {}
-        for shape, group in groups.items():
-            torch.manual_seed(task_seed(self.seed, step, group[0][0]))
-            xs = torch.stack([task.support[0] for _, task in group])
-            ys = torch.stack([task.support[1] for _, task in group])
-            loop = self.guide.static_loop(x_shape=shape[1:], size=shape[0], tasks=len(group),
-                                          device=xs.device, dtype=W["mu"].dtype)
-            params, losses = loop.run(W, xs, ys, temperature=tau,
-                                      n_classes=[task.n_classes for _, task in group])
-            for i, (c, task) in enumerate(group):
-                post = self.guide.posterior({n: p[i] for n, p in params.items()})
-                records[c] = self._record(task, step, tau, post,
-                                          finite_prefix(losses[:, i].tolist()), acc, len(tasks))
-        return [records[c] for c, _ in tasks]
-
-    def _record(self, task: Task, step: int, tau: float, post: AdaptedPosterior,
-                losses: list[float], acc: dict[str, torch.Tensor],
-                n_tasks: int) -> dict[str, Any]:
-        """Add one adapted task's contribution to ``acc``; returns its metrics."""
-        xq, yq = task.query
-        record: dict[str, Any] = {"task": task.name, "family": task.family,
-                                  "inner_first": losses[0] if losses else None,
-                                  "inner_last": losses[-1] if losses else None}
-        if self.mode == "maml":
-            q_loss = self.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
-                                     temperature=tau)
-            record["query_loss"] = float(q_loss.detach())
-            ok = all(math.isfinite(v) for v in losses) and math.isfinite(record["query_loss"])
-            if ok:
-                W = self.model.W.named_tensors()
-                grads = torch.autograd.grad(q_loss / n_tasks, list(W.values()),
-                                            allow_unused=True)
-                ok = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
-                if ok:
-                    for a, g in zip(acc.values(), grads, strict=True):
-                        if g is not None:
-                            a.add_(g)
-                    self._deltas.append({n: torch.zeros_like(a) if g is None else g.detach()
-                                         for (n, a), g in zip(acc.items(), grads, strict=True)})
-        else:
-            ok = all(math.isfinite(v) for v in losses) and all(
-                bool(torch.isfinite(p).all()) for p in post.params.values())
-            if ok:
-                delta = {n: (p.detach() - post.params[n]).detach()
-                         for n, p in self.model.W.named_tensors().items()}
-                for n, d in delta.items():
-                    acc[n].add_(d)
-                self._deltas.append(delta)
-            if ok and self.log_query:  # a monitoring metric: one support-sized query batch
-                b = self.guide.batch_size or xq.shape[0]
-                with torch.no_grad():
-                    record["query_loss"] = float(self.guide.loss(
-                        post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
-                        temperature=tau))
-        record["ok"] = bool(ok)
-        if not ok:
-            self._bad(step, task, losses)
-        return record
 
     def _bad(self, step: int, task: Task, losses: list[float]) -> None:
         msg = (f"non-finite loss at meta-step {step} on task {task.name!r} (inner losses "
