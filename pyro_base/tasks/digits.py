@@ -38,6 +38,74 @@ VARIANTS = ("plain", "rotate", "permute")
 NORM_STATS = (0.32, 0.21)  # mean, std of tinted images (all channels), fixed for this source
 
 
+def _split_pools(
+    holdout_classes: int | Sequence[int] | None,
+) -> tuple[tuple[int, ...], dict[str, tuple[int, ...]]]:
+    """The held-out digits and each split's pool of digits (see ``DigitsTasks``)."""
+    if isinstance(holdout_classes, int):
+        if not 0 <= holdout_classes <= 8:
+            raise ValueError(f"holdout_classes must be in 0..8, got {holdout_classes}")
+        holdout_classes = tuple(range(10 - holdout_classes, 10))
+    held = tuple(sorted(set(holdout_classes or ())))
+    if any(c not in range(10) for c in held):
+        raise ValueError(f"holdout_classes must be digits in 0..9, got {holdout_classes}")
+    if not held:
+        return held, {s: tuple(range(10)) for s in SPLITS}
+    rest = tuple(c for c in range(10) if c not in held)
+    return held, {"train": rest, "val": held, "test": held}
+
+
+def _class_range(
+    n_classes: int | tuple[int, int], pools: dict[str, tuple[int, ...]]
+) -> tuple[int, int]:
+    """``n_classes`` as an inclusive ``(low, high)``, checked against every split's pool."""
+    lo, hi = (n_classes, n_classes) if isinstance(n_classes, int) else tuple(n_classes)
+    if lo < 2 or lo > hi:
+        raise ValueError(f"n_classes must satisfy 2 <= low <= high, got {n_classes}")
+    for split, pool in pools.items():
+        if hi > len(pool):
+            raise ValueError(
+                f"n_classes={n_classes} asks for up to {hi} classes but the {split!r} split "
+                f"has only {len(pool)} digits available: {list(pool)}"
+            )
+    return lo, hi
+
+
+def _check_sizes(image_size: int, jitter: int, n_support: int, n_query: int, hi: int) -> None:
+    """Validate the image size, jitter and split sizes (``hi``: the most classes per task)."""
+    if image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+    if not 0 <= jitter < image_size // 2:
+        raise ValueError(f"jitter must be in [0, image_size // 2), got {jitter}")
+    if n_support < hi or n_query < hi:
+        raise ValueError(
+            f"n_support and n_query must be >= the largest n_classes ({hi}), "
+            f"got n_support={n_support}, n_query={n_query}"
+        )
+
+
+def _load_digits(
+    n_support: int, n_query: int, lo: int, image_size: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Indices of each digit class and all images resized to ``[N, image_size, image_size]``.
+
+    Raises if a task with ``lo`` classes would need more images of one class than exist.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    by_class = [np.flatnonzero(data.target == c) for c in range(10)]
+    per_task = -(-n_support // lo) - (-n_query // lo)  # most images one class must give
+    smallest = min(len(i) for i in by_class)
+    if per_task > smallest:
+        raise ValueError(
+            f"n_support={n_support}, n_query={n_query} over {lo} classes needs {per_task} "
+            f"images per class; the smallest digit class has {smallest}"
+        )
+    images = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]
+    return by_class, resize(images, image_size).clamp_(0.0, 1.0)[:, 0].numpy()
+
+
 @register_task_distribution("digits")
 class DigitsTasks:
     """Class-subset tasks over ``sklearn.datasets.load_digits``.
@@ -70,55 +138,17 @@ class DigitsTasks:
         n_tasks_per_split: int | None = None,
         cache_size: int = 64,
     ) -> None:
-        from sklearn.datasets import load_digits
-
         variants = (variants,) if isinstance(variants, str) else tuple(variants)
         if not variants or any(v not in VARIANTS for v in variants):
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {variants}")
-        if isinstance(holdout_classes, int):
-            if not 0 <= holdout_classes <= 8:
-                raise ValueError(f"holdout_classes must be in 0..8, got {holdout_classes}")
-            holdout_classes = tuple(range(10 - holdout_classes, 10))
-        held = tuple(sorted(set(holdout_classes or ())))
-        if any(c not in range(10) for c in held):
-            raise ValueError(f"holdout_classes must be digits in 0..9, got {holdout_classes}")
-        self.pools = {s: tuple(range(10)) for s in SPLITS}
-        if held:
-            rest = tuple(c for c in range(10) if c not in held)
-            self.pools = {"train": rest, "val": held, "test": held}
-        lo, hi = (n_classes, n_classes) if isinstance(n_classes, int) else tuple(n_classes)
-        if lo < 2 or lo > hi:
-            raise ValueError(f"n_classes must satisfy 2 <= low <= high, got {n_classes}")
-        for split, pool in self.pools.items():
-            if hi > len(pool):
-                raise ValueError(
-                    f"n_classes={n_classes} asks for up to {hi} classes but the {split!r} split "
-                    f"has only {len(pool)} digits available: {list(pool)}"
-                )
-        if image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
-        if not 0 <= jitter < image_size // 2:
-            raise ValueError(f"jitter must be in [0, image_size // 2), got {jitter}")
-        if n_support < hi or n_query < hi:
-            raise ValueError(
-                f"n_support and n_query must be >= the largest n_classes ({hi}), "
-                f"got n_support={n_support}, n_query={n_query}"
-            )
+        held, self.pools = _split_pools(holdout_classes)
+        lo, hi = _class_range(n_classes, self.pools)
+        _check_sizes(image_size, jitter, n_support, n_query, hi)
         if n_tasks_per_split is not None and n_tasks_per_split < 1:
             raise ValueError(f"n_tasks_per_split must be >= 1 or None, got {n_tasks_per_split}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        data = load_digits()
-        self.by_class = [np.flatnonzero(data.target == c) for c in range(10)]
-        per_task = -(-n_support // lo) - (-n_query // lo)  # most images one class must give
-        smallest = min(len(i) for i in self.by_class)
-        if per_task > smallest:
-            raise ValueError(
-                f"n_support={n_support}, n_query={n_query} over {lo} classes needs {per_task} "
-                f"images per class; the smallest digit class has {smallest}"
-            )
-        images = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]
-        self._images = resize(images, image_size).clamp_(0.0, 1.0)[:, 0].numpy()
+        self.by_class, self._images = _load_digits(n_support, n_query, lo, image_size)
         self.n_classes, self.n_support, self.n_query = (lo, hi), n_support, n_query
         self.image_size, self.jitter, self.variants = image_size, jitter, variants
         self.holdout_classes = held
