@@ -39,11 +39,9 @@ Usage::
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +59,7 @@ from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     format_summary,
     summarize,
 )
+from pyro_base.inference.evaluate.workers import evaluate_parallel
 from pyro_base.inference.report.plots import plot_adaptation_curves
 from pyro_base.inference.run.factory import (
     build_guide,
@@ -203,45 +202,18 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
     return _Setup(model, guide, cfg, state, states, by_family, elbo_impl)
 
 
-_WORKER: dict[str, Any] = {}  # a worker process's _Setup and unit settings
+def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
+                    seed: int) -> tuple[_Setup, list[int], int]:
+    """A worker process's context (see :mod:`.workers`): the run rebuilt from its directory."""
+    return _setup(Path(run_path), **setup_kwargs), steps, seed
 
 
-def _init_worker(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
-                 seed: int) -> None:
-    """A worker process's initializer: one torch thread, the run rebuilt from its directory."""
-    torch.set_num_threads(1)
-    _WORKER.update(setup=_setup(Path(run_path), **setup_kwargs), steps=steps, seed=seed)
-
-
-def _worker_unit(fi: int, ti: int) -> dict[str, Any]:
-    """Unit ``(fi, ti)`` in a worker process (see :func:`_init_worker`)."""
-    s: _Setup = _WORKER["setup"]
+def _worker_unit(context: tuple[_Setup, list[int], int], fi: int, ti: int) -> dict[str, Any]:
+    """Unit ``(fi, ti)`` in a worker process, on its :func:`_worker_context`."""
+    s, steps, seed = context
     task = list(s.by_family.values())[fi][ti]
-    return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=_WORKER["steps"],
-                          seed=_WORKER["seed"], cfg=s.cfg)
-
-
-def _evaluate_parallel(run_path: Path, units: list[tuple[int, int]], workers: int, *,
-                       setup_kwargs: dict[str, Any], steps: list[int], seed: int,
-                       progress: bool) -> list[dict[str, Any]]:
-    """The units' records, in the order of ``units``, from ``workers`` spawned processes."""
-    records: list[dict[str, Any] | None] = [None] * len(units)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(run_path), setup_kwargs, steps, seed)) as pool, \
-            tqdm(total=len(units), disable=not progress, desc="evaluate") as bar:
-        pending: dict[Future, int] = {pool.submit(_worker_unit, fi, ti): i
-                                      for i, (fi, ti) in enumerate(units)}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    records[pending.pop(future)] = future.result()
-                    bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return records  # type: ignore[return-value]
+    return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
+                          cfg=s.cfg)
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
@@ -275,10 +247,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
              "%d workers", run.path, len(s.by_family), tasks_per_family, len(arms), steps[-1],
              s.elbo_impl, workers)
     if workers > 1:
-        records = _evaluate_parallel(
-            run.path, units, workers, steps=steps, seed=seed, progress=progress,
-            setup_kwargs={"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
-                          "elbo_impl": s.elbo_impl})
+        setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
+                        "elbo_impl": s.elbo_impl}
+        records = evaluate_parallel(units, workers, setup=_worker_context,
+                                    setup_args=(str(run.path), setup_kwargs, steps, seed),
+                                    unit=_worker_unit, progress=progress)
     else:
         tasks = list(s.by_family.values())
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,

@@ -13,7 +13,7 @@ With a ``run_dir`` an atomic checkpoint (model, optimizer, scheduler, RNG states
 written after every epoch and ``eval.json`` at the end; ``resume=True`` continues from the last
 checkpoint. Batches and augmentation draw from a per-epoch generator seeded by ``(seed,
 epoch)`` and drop-path from the restored global RNG, so in deterministic mode a resumed run
-equals an uninterrupted one.
+equals an uninterrupted one. The loop and its checkpoint are :mod:`.train_loop`.
 
 Usage::
 
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,34 +37,26 @@ from typing import Any
 
 import pyro
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from pyro_base.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pyro_base.genotype import Genotype
 from pyro_base.inference.evaluate.train_config import TrainConfig
+from pyro_base.inference.evaluate.train_loop import CHECKPOINT, TrainLoop
 from pyro_base.network import Network, count_macs, count_parameters
 from pyro_base.tasks.base import Task
-from pyro_base.tasks.transforms import Augment
 from pyro_base.training import (
     OutOfMemory,
     deterministic_mode,
-    epoch_generator,
     evaluate_logits,
     oom_guard,
     resolve_device,
-    sgd_cosine,
-    shuffled_batches,
-    steps_per_epoch,
-    weight_step,
 )
 
-__all__ = ["EvalResult", "OutOfMemory", "TrainConfig", "build_network", "check_data_fits",
-           "train_genotype"]
+__all__ = ["CHECKPOINT", "EVAL_JSON", "EvalResult", "OutOfMemory", "TrainConfig",
+           "build_network", "check_data_fits", "train_genotype"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT, EVAL_JSON = "checkpoint.pt", "eval.json"
+EVAL_JSON = "eval.json"
 Data = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -192,10 +182,7 @@ def train_genotype(genotype: Genotype, task_or_data: Task | Data | Mapping[str, 
     :raises ValueError: data that does not fit the network, or a mismatched resume.
     :raises OutOfMemory: the GPU ran out of memory (the message suggests what to shrink).
     """
-    if not isinstance(genotype, Genotype):
-        raise ValueError(f"genotype must be a Genotype, got {type(genotype).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_types(genotype, config)
     name, data, task_classes = _as_data(task_or_data)
     (xs, ys), (xq, yq) = data
     n_classes = config.n_classes or task_classes or int(max(ys.max(), yq.max())) + 1
@@ -210,64 +197,14 @@ def train_genotype(genotype: Genotype, task_or_data: Task | Data | Mapping[str, 
         check_data_fits(net, data)
         net.to(device)
         xs, ys, xq, yq = (t.to(device) for t in (xs, ys, xq, yq))
-        spe = steps_per_epoch(len(xs), config.batch_size)
-        total = config.steps if config.steps is not None else config.epochs * spe
-        n_epochs = math.ceil(total / spe)
-        params = list(net.parameters())
-        aug = Augment(crop_padding=config.crop_padding, flip=config.flip, cutout=config.cutout)
-        opt, sched = sgd_cosine(params, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, total_steps=total,
-                                lr_min=config.lr_min)
         meta = {"task": name, "genotype": genotype.to_dict(), "n_train": len(xs),
                 "n_classes": n_classes}
-        state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "train_losses": [],
-                                 "step_losses": []}
-        resumed_at = None
-        if resume and (run_dir / CHECKPOINT).exists():
-            state = _load_state(run_dir / CHECKPOINT, config, meta, net, opt, sched, device)
-            resumed_at = state["epoch"]
-            log.info("resuming %s at epoch %d / %d", run_dir, state["epoch"], n_epochs)
-        elif resume:
-            log.info("no checkpoint in %s; starting afresh", run_dir)
-        bar = tqdm(total=total, initial=state["step"], disable=not progress, desc="train",
-                   dynamic_ncols=True)
-        started = time.perf_counter()
-        while state["step"] < total:
-            gen = epoch_generator(config.seed, state["epoch"])
-            net.train()
-            net.drop_path_prob = config.drop_path_prob * state["epoch"] / n_epochs
-            losses = []
-            for idx in shuffled_batches(len(xs), config.batch_size, gen):
-                if state["step"] >= total:
-                    break
-                idx = idx.to(device)
-                xb = aug(xs[idx], gen)
-                logits, logits_aux = net(xb)
-                loss = F.cross_entropy(logits, ys[idx])
-                if logits_aux is not None and config.auxiliary_weight > 0:
-                    loss = loss + config.auxiliary_weight * F.cross_entropy(logits_aux, ys[idx])
-                weight_step(loss, params, opt, grad_clip=config.grad_clip)
-                sched.step()
-                state["step"] += 1
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", epoch=state["epoch"])
-            state["epoch"] += 1
-            state["step_losses"] += losses
-            state["train_losses"].append(sum(losses) / max(1, len(losses)))
-            now = time.perf_counter()
-            state["seconds"] += now - started
-            started = now
-            if run_dir is not None:
-                _save_state(run_dir / CHECKPOINT, state, config, meta, net, opt, sched)
-            if callback is not None:
-                callback(state["epoch"], dict(state))
-        bar.close()
-        net.eval()
-        topk = (1, 5) if n_classes > 5 else (1,)
-        scores = evaluate_logits(lambda x: net(x)[0], xq, yq, batch_size=config.eval_batch_size,
-                                 topk=topk)
-        macs = count_macs(net, tuple(xs.shape[-2:]), in_channels=in_channels)
+        loop = TrainLoop.build(net, config, xs, ys, meta=meta, run_dir=run_dir)
+        state, resumed_at = loop.start(resume)
+        _log_start(loop, resume=resume, resumed_at=resumed_at)
+        loop.run(state, progress=progress, callback=callback)
+        scores, macs = _final_scores(net, config, xq, yq, n_classes=n_classes,
+                                     image_size=tuple(xs.shape[-2:]), in_channels=in_channels)
     result = EvalResult(
         task=name, genotype=meta["genotype"], config=config.to_dict(), n_classes=n_classes,
         n_train=len(xs), n_test=len(xq), image_shape=list(xs.shape[1:]), top1=scores["top1"],
@@ -282,26 +219,27 @@ def train_genotype(genotype: Genotype, task_or_data: Task | Data | Mapping[str, 
     return result
 
 
-def _save_state(path: Path, state: dict[str, Any], config: TrainConfig, meta: dict[str, Any],
-                net: Network, opt: torch.optim.Optimizer, sched: Any) -> None:
-    save_checkpoint(path, {**state, "kind": "train_genotype", "config": config.to_dict(),
-                           "meta": meta, "model": net.state_dict(), "optimizer": opt.state_dict(),
-                           "scheduler": sched.state_dict(), "rng": rng_state()}, space=None)
+def _check_types(genotype: Genotype, config: TrainConfig) -> None:
+    if not isinstance(genotype, Genotype):
+        raise ValueError(f"genotype must be a Genotype, got {type(genotype).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
 
 
-def _load_state(path: Path, config: TrainConfig, meta: dict[str, Any], net: Network,
-                opt: torch.optim.Optimizer, sched: Any, device: torch.device) -> dict[str, Any]:
-    ckpt = load_checkpoint(path, map_location="cpu")   # RNG states must stay on the CPU
-    if ckpt.get("kind") != "train_genotype":
-        raise ValueError(f"{path} is not a train_genotype checkpoint")
-    saved = {k: v for k, v in ckpt["config"].items() if k != "device"}
-    diff = {k: (v, config.to_dict()[k]) for k, v in saved.items() if config.to_dict()[k] != v}
-    diff.update({k: (v, meta[k]) for k, v in ckpt["meta"].items() if meta[k] != v})
-    if diff:
-        raise ValueError(f"cannot resume {path}: it was trained with different settings "
-                         f"(checkpoint, now): {diff}")
-    net.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    set_rng_state(ckpt["rng"])
-    return {k: ckpt[k] for k in ("epoch", "step", "seconds", "train_losses", "step_losses")}
+def _log_start(loop: TrainLoop, *, resume: bool, resumed_at: int | None) -> None:
+    if resumed_at is not None:
+        log.info("resuming %s at epoch %d / %d", loop.run_dir, resumed_at, loop.n_epochs)
+    elif resume:
+        log.info("no checkpoint in %s; starting afresh", loop.run_dir)
+
+
+def _final_scores(net: Network, config: TrainConfig, xq: torch.Tensor, yq: torch.Tensor, *,
+                  n_classes: int, image_size: tuple[int, int],
+                  in_channels: int) -> tuple[dict[str, float], int]:
+    """The test split's loss and top-1 (and, above 5 classes, top-5) accuracy of the trained
+    ``net``, and its multiply-accumulates per image."""
+    net.eval()
+    topk = (1, 5) if n_classes > 5 else (1,)
+    scores = evaluate_logits(lambda x: net(x)[0], xq, yq, batch_size=config.eval_batch_size,
+                             topk=topk)
+    return scores, count_macs(net, image_size, in_channels=in_channels)

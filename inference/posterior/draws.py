@@ -30,13 +30,14 @@ Usage::
 
 In the ``InferenceData`` the ``"prior"`` pseudo-task becomes the ``prior`` group, the
 per-chain ``op_probs`` go to ``constant_data`` and ``y_pred`` to ``posterior_predictive``; the
-full layout and the file checks are described in :mod:`.inference_data`.
+full layout is described in :mod:`.inference_data`, the file checks in :mod:`.io`, and what a
+guide, a posterior or a mapping yields as each task's chains in :mod:`.chains`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,36 +46,42 @@ import pyro
 import torch
 from pyro import poutine
 
+from pyro_base.inference.posterior.chains import (
+    InnerLosses,
+    PosteriorSource,
+    pad_losses,
+    task_chains,
+    weight_posterior,
+)
 from pyro_base.inference.posterior.inference_data import (
-    FORMAT,
-    POSTERIOR_FILE,
     PRIOR,
     genotype_distribution,
-    load_posterior,
     recorded_genotypes,
-    save_posterior,
     select_task,
-    space_of,
     to_inference_data,
 )
+from pyro_base.inference.posterior.io import (
+    FORMAT,
+    POSTERIOR_FILE,
+    load_posterior,
+    save_posterior,
+    space_of,
+)
 from pyro_base.inference.run.run_dir import RunDirError, RunRecord, load_run, read_metrics
-from pyro_base.inference.vi.guides import AdaptedPosterior, OptimizationEmbeddingGuide
+from pyro_base.inference.vi.guides import AdaptedPosterior
 from pyro_base.models.base_model import BASEModel
 from pyro_base.models.relaxations import check_temperature
 from pyro_base.search_space import SearchSpace
 from pyro_base.tasks.base import Task
 
 __all__ = [
-    "FORMAT", "POSTERIOR_FILE", "PRIOR", "PosteriorDraws", "RunRecord", "RunDirError",
-    "genotype_distribution", "load_posterior", "load_run", "posterior_draws", "read_metrics",
-    "recorded_genotypes", "save_posterior", "select_task", "space_of", "to_inference_data",
+    "FORMAT", "POSTERIOR_FILE", "PRIOR", "InnerLosses", "PosteriorDraws", "PosteriorSource",
+    "RunDirError", "RunRecord", "genotype_distribution", "load_posterior", "load_run",
+    "posterior_draws", "read_metrics", "recorded_genotypes", "save_posterior", "select_task",
+    "space_of", "to_inference_data",
 ]
 
 log = logging.getLogger(__name__)
-
-PosteriorSource = (OptimizationEmbeddingGuide | AdaptedPosterior
-                   | Mapping[str, AdaptedPosterior | Sequence[AdaptedPosterior]])
-InnerLosses = Mapping[str, Sequence[float] | Sequence[Sequence[float]]]
 
 
 @dataclass
@@ -123,64 +130,6 @@ def _layer_groups(names: Sequence[str], numels: Sequence[int],
     index = torch.repeat_interleave(torch.tensor([gid[lab] for lab in labels]),
                                     torch.tensor(list(numels)))
     return groups, index
-
-
-def _chains(source: PosteriorSource, task: Task | None, *, num_chains: int,
-            steps: int | None, temperature: float,
-            inner_losses: InnerLosses | None) -> tuple[list[AdaptedPosterior], list[list[float]]]:
-    """The ``num_chains`` posteriors of one task (``task=None``: the prior pseudo-task), and
-    each chain's inner-loop losses (empty lists where unknown)."""
-    name = PRIOR if task is None else task.name
-    if isinstance(source, OptimizationEmbeddingGuide):
-        if task is None:
-            return [source.prior_posterior()] * num_chains, [[]] * num_chains
-        (xs, ys) = task.support
-        runs = [source.adapt(xs, ys, n_classes=task.n_classes, temperature=temperature,
-                             steps=steps) for _ in range(num_chains)]
-        return [post for post, _ in runs], [list(losses) for _, losses in runs]
-    losses = _given_losses(inner_losses, name, num_chains)
-    if isinstance(source, AdaptedPosterior):
-        if task is None:
-            raise ValueError("include_prior needs a guide, or a mapping with a 'prior' entry; "
-                             "got a single AdaptedPosterior")
-        return [source] * num_chains, losses
-    if not isinstance(source, Mapping):
-        raise ValueError(f"guide_or_posteriors must be an OptimizationEmbeddingGuide, an "
-                         f"AdaptedPosterior or a mapping task -> posterior(s), got "
-                         f"{type(source).__name__}")
-    if name not in source:
-        raise ValueError(f"no posterior for task {name!r}; the mapping has {sorted(source)}")
-    entry = source[name]
-    posts = [entry] * num_chains if isinstance(entry, AdaptedPosterior) else list(entry)
-    if len(posts) != num_chains:
-        raise ValueError(f"task {name!r} has {len(posts)} posteriors (chains); expected "
-                         f"num_chains={num_chains}")
-    return posts, losses
-
-
-def _given_losses(inner_losses: InnerLosses | None, name: str,
-                  num_chains: int) -> list[list[float]]:
-    """``inner_losses[name]``: one sequence (shared by every chain) or one per chain."""
-    if inner_losses is None or name not in inner_losses:
-        return [[]] * num_chains
-    entry = list(inner_losses[name])
-    if not entry or not isinstance(entry[0], Sequence | np.ndarray):
-        return [[float(v) for v in entry]] * num_chains
-    if len(entry) != num_chains:
-        raise ValueError(f"inner_losses[{name!r}] has {len(entry)} sequences (chains); "
-                         f"expected num_chains={num_chains}")
-    return [[float(v) for v in chain] for chain in entry]
-
-
-def _pad_losses(per_task: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
-    """``[task][chain][step]`` lists -> ``[chain, task, step]``, NaN-padded to the longest."""
-    n_steps = max((len(c) for t in per_task for c in t), default=0)
-    n_chains = len(per_task[0]) if per_task else 0
-    out = np.full((n_chains, len(per_task), n_steps), np.nan)
-    for t, chains in enumerate(per_task):
-        for c, losses in enumerate(chains):
-            out[c, t, :len(losses)] = losses
-    return out
 
 
 @torch.no_grad()
@@ -240,6 +189,36 @@ def posterior_draws(model: BASEModel, guide_or_posteriors: PosteriorSource,
     :param inner_losses: the adaptation losses of given posteriors (a guide records its own):
         task name -> the per-step losses (shared by every chain) or one sequence per chain.
     """
+    _check_arguments(model, tasks, num_samples, temperature=temperature,
+                     num_chains=num_chains, theta_depth=theta_depth, include_prior=include_prior)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    device = model.W.mu.device
+    layers, index = _layer_groups(model.spec.names, model.spec.numels, theta_depth)
+    index = index.to(device)
+    entries: list[Task | None] = [t.to(device) for t in tasks] + ([None] if include_prior else [])
+    per_task, losses = [], []
+    for task in entries:
+        posts, task_losses = task_chains(guide_or_posteriors, task, num_chains=num_chains,
+                                         steps=steps, temperature=temperature,
+                                         inner_losses=inner_losses)
+        losses.append(task_losses)
+        x, y, n = _query_set(model, task, device)
+        per_task.append(_draw_task(model, posts, x, y, n_classes=n, num_samples=num_samples,
+                                   temperature=temperature, index=index, n_groups=len(layers)))
+        log.debug("drew %d x %d samples for %s", num_chains, num_samples,
+                  PRIOR if task is None else task.name)
+    steps_used = steps if steps is not None else getattr(guide_or_posteriors, "inner_steps", -1)
+    info = {"temperature": float(temperature), "relaxation": model.relaxation.name,
+            "weight_posterior": weight_posterior(guide_or_posteriors),
+            "steps": int(steps_used if steps_used is not None else -1)}
+    return _assemble(model, tasks, entries, per_task, losses, layers=layers, info=info)
+
+
+def _check_arguments(model: BASEModel, tasks: Sequence[Task], num_samples: int, *,
+                     temperature: float, num_chains: int, theta_depth: int | None,
+                     include_prior: bool) -> None:
+    """Raise a ValueError naming the first bad argument of :func:`posterior_draws`."""
     check_temperature(temperature)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -256,34 +235,31 @@ def posterior_draws(model: BASEModel, guide_or_posteriors: PosteriorSource,
         if not 2 <= t.n_classes <= model.space.n_classes:
             raise ValueError(f"task {t.name!r} has n_classes={t.n_classes}; the search space "
                              f"allows [2, {model.space.n_classes}]")
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    device = model.W.mu.device
-    layers, index = _layer_groups(model.spec.names, model.spec.numels, theta_depth)
-    index = index.to(device)
-    entries: list[Task | None] = [t.to(device) for t in tasks] + ([None] if include_prior else [])
-    per_task, losses = [], []
-    for task in entries:
-        posts, task_losses = _chains(guide_or_posteriors, task, num_chains=num_chains,
-                                     steps=steps, temperature=temperature,
-                                     inner_losses=inner_losses)
-        losses.append(task_losses)
-        if task is None:
-            s = model.space   # no query set: the guide ignores x, the net is never run
-            x = torch.zeros(1, s.in_channels, s.input_size, s.input_size, device=device)
-            y, n = torch.zeros(0, dtype=torch.int64, device=device), model.space.n_classes
-        else:
-            (x, y), n = task.query, task.n_classes
-        per_task.append(_draw_task(model, posts, x, y, n_classes=n, num_samples=num_samples,
-                                   temperature=temperature, index=index, n_groups=len(layers)))
-        log.debug("drew %d x %d samples for %s", num_chains, num_samples,
-                  PRIOR if task is None else task.name)
+
+
+def _query_set(model: BASEModel, task: Task | None,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(x, y, n_classes)`` the draws of ``task`` are scored on; for the prior (``None``) one
+    dummy image and no labels: the guide ignores ``x`` and the net is never run."""
+    if task is not None:
+        (x, y), n = task.query, task.n_classes
+        return x, y, n
+    s = model.space
+    x = torch.zeros(1, s.in_channels, s.input_size, s.input_size, device=device)
+    return x, torch.zeros(0, dtype=torch.int64, device=device), s.n_classes
+
+
+def _assemble(model: BASEModel, tasks: Sequence[Task], entries: Sequence[Task | None],
+              per_task: Sequence[dict[str, np.ndarray]], losses: list[list[list[float]]], *,
+              layers: tuple[str, ...], info: dict[str, Any]) -> PosteriorDraws:
+    """The :class:`PosteriorDraws` of every entry's :func:`_draw_task` arrays (the prior, if
+    drawn, is the last entry)."""
+    include_prior = len(entries) > len(tasks)
     stack = {k: np.stack([d[k] for d in per_task], axis=2)
              for k in ("z_relaxed", "z_hard", "op_probs", "theta_norm")}
-    steps_used = steps if steps is not None else getattr(guide_or_posteriors, "inner_steps", -1)
     return PosteriorDraws(
         space=model.space,
-        tasks=tuple(names) + ((PRIOR,) if include_prior else ()),
+        tasks=tuple(t.name for t in tasks) + ((PRIOR,) if include_prior else ()),
         families=tuple(t.family for t in tasks) + ((PRIOR,) if include_prior else ()),
         n_classes=tuple(t.n_classes for t in tasks)
         + ((model.space.n_classes,) if include_prior else ()),
@@ -296,18 +272,6 @@ def posterior_draws(model: BASEModel, guide_or_posteriors: PosteriorSource,
         y=[(t.query[1].cpu().numpy() if t is not None else np.zeros(0, np.int64))
            for t in entries],
         y_pred=[d["y_pred"].astype(np.int64) for d in per_task],
-        inner_loss=_pad_losses(losses),
-        info={"temperature": float(temperature), "relaxation": model.relaxation.name,
-              "weight_posterior": _weight_posterior(guide_or_posteriors),
-              "steps": int(steps_used if steps_used is not None else -1)},
+        inner_loss=pad_losses(losses),
+        info=info,
     )
-
-
-def _weight_posterior(source: PosteriorSource) -> str:
-    if isinstance(source, OptimizationEmbeddingGuide | AdaptedPosterior):
-        return source.weight_posterior
-    kinds = set()
-    for entry in source.values():
-        for post in [entry] if isinstance(entry, AdaptedPosterior) else entry:
-            kinds.add(post.weight_posterior)
-    return "/".join(sorted(kinds))

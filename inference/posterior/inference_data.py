@@ -1,4 +1,4 @@
-"""ArviZ ``InferenceData`` of BASE posteriors: layout, netCDF files, genotype frequencies.
+"""ArviZ ``InferenceData`` of BASE posteriors: layout, genotype frequencies (files: :mod:`.io`).
 
 Layout of :func:`to_inference_data` (``T`` tasks; ``obs`` pools every task's query points)::
 
@@ -56,30 +56,64 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from pyro_base.genotype import Genotype, decode
+from pyro_base.inference.posterior.io import (  # noqa: F401  (re-exported)
+    FORMAT,
+    POSTERIOR_FILE,
+    VERSION,
+    check_same_space,
+    load_posterior,
+    save_posterior,
+    space_of,
+)
 from pyro_base.search_space import SearchSpace
 
 with warnings.catch_warnings():   # ArviZ 0.x announces its 1.0 refactor on import
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-FORMAT = "pyro-base-posterior"
-VERSION = 2
-POSTERIOR_FILE = "posterior.nc"
 PRIOR = "prior"
 """Name of the pseudo-task whose posterior is ``q = W`` (zero adaptation, no query points)."""
 _Z_DIMS = ["task", "cell", "edge", "op"]
 _OBS_GROUPS = ("observed_data", "log_likelihood", "posterior_predictive")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The real tasks of the draws (``keep``: all but a last ``"prior"``), their coordinates."""
+
+    tasks: list[str]
+    keep: slice
+    has_prior: bool
+    n_obs: list[int]
+    delta: bool
+    base: dict[str, Any]
+    coords: dict[str, Any]
+
+    def sampled(self, data: dict[str, np.ndarray], dims: dict[str, list[str]],
+                attrs: dict[str, Any] | None = None) -> xr.Dataset:
+        """A group of ``(chain, draw, ...)`` arrays on these coordinates."""
+        return az.dict_to_dataset(data, coords=self.coords, dims=dims, attrs=attrs, library=None)
+
+
+def _layout(draws: Any, space: SearchSpace) -> _Layout:
+    names = list(draws.tasks)
+    has_prior = bool(names) and names[-1] == PRIOR
+    keep = slice(0, len(names) - 1) if has_prior else slice(None)
+    base = {"chain": np.arange(draws.num_chains), "cell": list(space.cell_types),
+            "edge": space.edge_labels(), "op": list(space.ops), "layer": list(draws.layers)}
+    return _Layout(tasks=names[keep], keep=keep, has_prior=has_prior,
+                   n_obs=[len(y) for y in draws.y[keep]],
+                   delta=draws.info.get("weight_posterior") == "delta", base=base,
+                   coords={**base, "draw": np.arange(draws.num_draws), "task": names[keep]})
 
 
 def to_inference_data(draws: Any, *, space: SearchSpace | None = None, rule: str = "base",
@@ -93,71 +127,86 @@ def to_inference_data(draws: Any, *, space: SearchSpace | None = None, rule: str
         applied to the mean of ``op_probs`` over chains (``"base"`` or ``"darts"``).
     :param attrs: extra attributes (str / number values), e.g. the run's config name.
     """
-    space = _check_same_space(space, draws.space)
-    names = list(draws.tasks)
-    has_prior = bool(names) and names[-1] == PRIOR
-    keep = slice(0, len(names) - 1) if has_prior else slice(None)
-    tasks = names[keep]
-    n_obs = [len(y) for y in draws.y[keep]]
-    delta = draws.info.get("weight_posterior") == "delta"
+    space = check_same_space(space, draws.space)
+    lay = _layout(draws, space)
+    meta = _attributes(draws, space, lay, rule=rule, attrs=attrs)
+    groups: dict[str, xr.Dataset] = {"posterior": _posterior_group(draws, lay, meta),
+                                     "constant_data": _constant_group(draws, lay)}
+    if sum(lay.n_obs):
+        groups.update(_obs_groups(draws, lay))
+    stats = _sample_stats_group(draws, lay)
+    if stats is not None:
+        groups["sample_stats"] = stats
+    if lay.has_prior:
+        groups["prior"] = _prior_group(draws, lay.coords, lay.delta)
+    return az.InferenceData(attrs=dict(meta), **groups)
 
+
+def _attributes(draws: Any, space: SearchSpace, lay: _Layout, *, rule: str,
+                attrs: dict[str, Any] | None) -> dict[str, Any]:
+    """``attrs``: format, search space, genotype of the chain-mean ``op_probs``, info."""
     def genotype(probs: np.ndarray) -> dict[str, Any]:
         return decode(dict(zip(space.cell_types, probs, strict=True)), space=space,
                       rule=rule).to_dict()
 
     mean_probs = draws.op_probs[:, 0].mean(axis=0)            # [task, cell, edge, op]
-    meta = {"pyro_base_format": FORMAT, "pyro_base_format_version": VERSION,
+    genotypes = {t: genotype(p) for t, p in zip(lay.tasks, mean_probs[lay.keep], strict=True)}
+    return {"pyro_base_format": FORMAT, "pyro_base_format_version": VERSION,
             "search_space": json.dumps(space.to_dict(), sort_keys=True),
             "search_space_fingerprint": space.fingerprint(), "genotype_rule": rule,
-            "genotypes": json.dumps({t: genotype(p) for t, p in zip(tasks, mean_probs[keep],
-                                                                    strict=True)}),
-            **({"prior_genotype": json.dumps(genotype(mean_probs[-1]))} if has_prior else {}),
+            "genotypes": json.dumps(genotypes),
+            **({"prior_genotype": json.dumps(genotype(mean_probs[-1]))} if lay.has_prior
+               else {}),
             **{k: v for k, v in draws.info.items() if v is not None}, **(attrs or {})}
-    base = {"chain": np.arange(draws.num_chains), "cell": list(space.cell_types),
-            "edge": space.edge_labels(), "op": list(space.ops), "layer": list(draws.layers)}
-    coords = {**base, "draw": np.arange(draws.num_draws), "task": tasks}
 
-    def sampled(data: dict[str, np.ndarray], dims: dict[str, list[str]],
-                group_attrs: dict[str, Any] | None = None) -> xr.Dataset:
-        return az.dict_to_dataset(data, coords=coords, dims=dims, attrs=group_attrs,
-                                  library=None)
 
-    theta_dims = ["task", "layer"]
-    posterior = {"z_relaxed": draws.z_relaxed[:, :, keep]}
+def _posterior_group(draws: Any, lay: _Layout, meta: dict[str, Any]) -> xr.Dataset:
+    """``z_relaxed`` and (unless the weight posterior is a ``delta``) ``theta_norm``."""
+    posterior = {"z_relaxed": draws.z_relaxed[:, :, lay.keep]}
+    if not lay.delta:
+        posterior["theta_norm"] = draws.theta_norm[:, :, lay.keep]
+    return lay.sampled(posterior, {"z_relaxed": _Z_DIMS, "theta_norm": ["task", "layer"]},
+                       dict(meta))
+
+
+def _constant_group(draws: Any, lay: _Layout) -> xr.Dataset:
+    """Per chain ``op_probs`` (and a ``delta`` ``theta_norm``); per task family and sizes."""
+    keep = lay.keep
     constant = xr.Dataset(
         {"op_probs": (["chain", *_Z_DIMS], draws.op_probs[:, 0, keep]),
          "family": (["task"], np.array(draws.families[keep], dtype=str)),
          "n_classes": (["task"], np.array(draws.n_classes[keep], dtype=np.int64)),
-         "n_query": (["task"], np.array(n_obs, dtype=np.int64))},
-        coords={**base, "task": tasks})
-    if delta:
-        constant["theta_norm"] = (["chain", *theta_dims], draws.theta_norm[:, 0, keep])
-    else:
-        posterior["theta_norm"] = draws.theta_norm[:, :, keep]
-    groups: dict[str, xr.Dataset] = {
-        "posterior": sampled(posterior, {"z_relaxed": _Z_DIMS, "theta_norm": theta_dims},
-                             dict(meta)),
-        "constant_data": constant}
-    if sum(n_obs):
-        obs = {"obs": np.arange(sum(n_obs)), "task": ("obs", np.repeat(np.array(tasks, str),
-                                                                       n_obs))}
-        y = np.concatenate(draws.y[keep])
-        ll = np.concatenate(draws.log_lik[keep], axis=-1)
-        pred = np.concatenate(draws.y_pred[keep], axis=-1)
-        groups["log_likelihood"] = sampled({"y": ll}, {"y": ["obs"]})
-        groups["posterior_predictive"] = sampled({"y": pred}, {"y": ["obs"]})
-        groups["observed_data"] = xr.Dataset({"y": (["obs"], y)})
-        for g in _OBS_GROUPS:
-            groups[g] = groups[g].assign_coords(obs).set_xindex("task")
-    losses = draws.inner_loss[:, keep]
-    if losses.size and np.isfinite(losses).any():
-        groups["sample_stats"] = xr.Dataset(
-            {"inner_loss": (["chain", "task", "step"], losses)},
-            coords={"chain": base["chain"], "task": tasks,
-                    "step": np.arange(1, losses.shape[-1] + 1)})
-    if has_prior:
-        groups["prior"] = _prior_group(draws, coords, delta)
-    return az.InferenceData(attrs=dict(meta), **groups)
+         "n_query": (["task"], np.array(lay.n_obs, dtype=np.int64))},
+        coords={**lay.base, "task": lay.tasks})
+    if lay.delta:
+        constant["theta_norm"] = (["chain", "task", "layer"], draws.theta_norm[:, 0, keep])
+    return constant
+
+
+def _obs_groups(draws: Any, lay: _Layout) -> dict[str, xr.Dataset]:
+    """The three groups on the pooled ``obs`` dim, with its indexed ``task`` coordinate."""
+    keep, n_obs = lay.keep, lay.n_obs
+    obs = {"obs": np.arange(sum(n_obs)), "task": ("obs", np.repeat(np.array(lay.tasks, str),
+                                                                   n_obs))}
+    y = np.concatenate(draws.y[keep])
+    ll = np.concatenate(draws.log_lik[keep], axis=-1)
+    pred = np.concatenate(draws.y_pred[keep], axis=-1)
+    groups = {"log_likelihood": lay.sampled({"y": ll}, {"y": ["obs"]}),
+              "posterior_predictive": lay.sampled({"y": pred}, {"y": ["obs"]}),
+              "observed_data": xr.Dataset({"y": (["obs"], y)})}
+    for g in _OBS_GROUPS:
+        groups[g] = groups[g].assign_coords(obs).set_xindex("task")
+    return groups
+
+
+def _sample_stats_group(draws: Any, lay: _Layout) -> xr.Dataset | None:
+    """The inner-loop losses, ``None`` when no task recorded any."""
+    losses = draws.inner_loss[:, lay.keep]
+    if not (losses.size and np.isfinite(losses).any()):
+        return None
+    return xr.Dataset({"inner_loss": (["chain", "task", "step"], losses)},
+                      coords={"chain": lay.base["chain"], "task": lay.tasks,
+                              "step": np.arange(1, losses.shape[-1] + 1)})
 
 
 def _prior_group(draws: Any, coords: dict[str, Any], delta: bool) -> xr.Dataset:
@@ -200,88 +249,6 @@ def select_task(idata: az.InferenceData, task: str) -> az.InferenceData:
             ds = ds.sel(task=[task])
         groups[name] = ds
     return az.InferenceData(attrs=dict(idata.attrs), **groups)
-
-
-def save_posterior(idata: az.InferenceData, path: str | os.PathLike) -> Path:
-    """Write ``idata`` to netCDF atomically; a directory ``path`` gets ``posterior.nc``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / POSTERIOR_FILE
-    if idata.posterior.attrs.get("pyro_base_format") != FORMAT:
-        raise ValueError("idata was not built by to_inference_data (its posterior group has no "
-                         f"pyro_base_format={FORMAT!r} attribute); refusing to write {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def load_posterior(path: str | os.PathLike, *,
-                   space: SearchSpace | None = None) -> az.InferenceData:
-    """Read a file written by :func:`save_posterior` (a directory: its ``posterior.nc``).
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for one
-    that is not a pyro-base posterior, has another layout version (``VERSION``), or whose
-    search space differs from ``space`` (the differing fields are listed). The ``task``
-    coordinate of the ``obs`` groups is indexed again (netCDF does not store the index).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / POSTERIOR_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"posterior file {path} does not exist")
-    try:
-        with az.rc_context({"data.load": "eager"}):
-            idata = az.from_netcdf(str(path), engine="h5netcdf")
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable netCDF/InferenceData file: {e}") from e
-    groups = idata.groups()
-    if "posterior" not in groups or idata.posterior.attrs.get("pyro_base_format") != FORMAT:
-        raise ValueError(f"{path} is not a pyro-base posterior file (groups {groups}; no "
-                         f"posterior attribute pyro_base_format={FORMAT!r})")
-    version = idata.posterior.attrs.get("pyro_base_format_version")
-    if version != VERSION:
-        raise ValueError(f"{path} has posterior layout version {version}; this pyro-base reads "
-                         f"version {VERSION}: write it again with save_posterior")
-    if space is not None:
-        _check_same_space(space, space_of(idata), where=str(path))
-    return _index_obs_task(idata)
-
-
-def _index_obs_task(idata: az.InferenceData) -> az.InferenceData:
-    """Index the ``task`` coordinate of the ``obs`` groups (netCDF keeps the coordinate, not
-    its index), so that ``.sel(task=...)`` works after a round trip."""
-    groups = {}
-    for name in idata.groups():
-        ds = idata[name]
-        if "task" in ds.coords and ds["task"].dims == ("obs",) and "task" not in ds.xindexes:
-            ds = ds.set_xindex("task")
-        groups[name] = ds
-    return az.InferenceData(attrs=dict(idata.attrs), **groups)
-
-
-def space_of(idata: az.InferenceData) -> SearchSpace:
-    """The search space recorded in the ``attrs`` of ``idata``."""
-    text = idata.posterior.attrs.get("search_space")
-    if text is None:
-        raise ValueError("this InferenceData records no search_space attribute")
-    return SearchSpace.from_dict(json.loads(text))
-
-
-def _check_same_space(given: SearchSpace | None, recorded: SearchSpace,
-                      where: str = "the draws") -> SearchSpace:
-    if given is None or given.fingerprint() == recorded.fingerprint():
-        return recorded
-    a, b = given.to_dict(), recorded.to_dict()
-    diff = "; ".join(f"{k}: {b.get(k)!r} there, {a.get(k)!r} given"
-                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-    raise ValueError(f"search space mismatch for {where}: fingerprint {recorded.fingerprint()} "
-                     f"there, {given.fingerprint()} given ({diff})")
 
 
 def _z_arrays(data: Any) -> tuple[SearchSpace, list[str], np.ndarray, np.ndarray]:
