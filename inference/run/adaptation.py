@@ -62,6 +62,26 @@ def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) ->
                           f"{space.n_classes} classes")
 
 
+def _score(model: Any, posts: dict[int, Any], task: Task, *, temperature: float,
+           num_samples: int, seed: int) -> dict[int, float]:
+    """Query accuracy of the posterior predictive after each step count."""
+    xq, yq = task.query
+    accuracy = {}
+    for k, post in posts.items():
+        torch.manual_seed(seed + 1 + k)
+        probs = predictive_probs(model, post, xq, n_classes=task.n_classes,
+                                 temperature=temperature, num_samples=num_samples)
+        accuracy[k] = float((probs.argmax(-1) == yq).float().mean())
+    return accuracy
+
+
+def _plot_curve(run: RunDir, task: Task, steps: list[int], accuracy: list[float]) -> None:
+    tmp = run / f".{CURVE_PLOT}.tmp.png"
+    families = {task.family or task.name: {"steps": steps, "n_tasks": 1, "accuracy": {
+        "adapted": {"mean": accuracy, "lo": accuracy, "hi": accuracy}}}}
+    os.replace(plot_adaptation_curves(families, tmp), run / CURVE_PLOT)
+
+
 def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
@@ -84,18 +104,13 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     samples = cfg.num_samples if num_samples is None else num_samples
     curve = sorted({s for s in (curve_steps or (0, 5, 10, 20, 40, 80)) if s <= steps} | {steps})
     task = task.to(dev)
-    (xs, ys), (xq, yq) = task.support, task.query
+    (xs, ys), xq = task.support, task.query[0]
     torch.manual_seed(seed)
     start = time.perf_counter()
     posts, losses = guide.adapt_path(xs, ys, n_classes=task.n_classes, temperature=tau,
                                      steps=curve)
     seconds = time.perf_counter() - start
-    accuracy = {}
-    for k, post in posts.items():
-        torch.manual_seed(seed + 1 + k)
-        probs = predictive_probs(model, post, xq, n_classes=task.n_classes, temperature=tau,
-                                 num_samples=samples)
-        accuracy[k] = float((probs.argmax(-1) == yq).float().mean())
+    accuracy = _score(model, posts, task, temperature=tau, num_samples=samples, seed=seed)
     post = posts[steps]
     genotype = post.genotype(space)
     batch = min(guide.batch_size or len(xs), len(xs))
@@ -104,12 +119,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     run.write_json(GENOTYPE, genotype.to_dict())
     run.write_json(CURVE, {"steps": curve, "query_accuracy": [accuracy[k] for k in curve],
                            "inner_losses": losses})
-    tmp = run / f".{CURVE_PLOT}.tmp.png"
-    families = {task.family or task.name: {
-        "steps": curve, "n_tasks": 1, "accuracy": {"adapted": {"mean": [accuracy[k] for k in curve],
-                                                 "lo": [accuracy[k] for k in curve],
-                                                 "hi": [accuracy[k] for k in curve]}}}}
-    os.replace(plot_adaptation_curves(families, tmp), run / CURVE_PLOT)
+    _plot_curve(run, task, curve, [accuracy[k] for k in curve])
     write_posterior(cfg.replace(posterior_draws=draws or cfg.posterior_draws,
                                 adapt_temperature=tau, adapt_steps=steps, seed=seed),
                     model, guide, [task], {task.name: post}, run,
