@@ -36,6 +36,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints, register_kl
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+from torch.distributions.utils import clamp_probs
 
 _EMPTY = torch.Size()
 
@@ -47,8 +48,34 @@ def check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
+def concrete_log_sample(log_probs: torch.Tensor,
+                        temperature: float | torch.Tensor) -> torch.Tensor:
+    """One log-space Concrete sample per row of normalised logits ``log_probs`` [..., K]::
+
+        g = -log(-log u),  u ~ U(0, 1);   log z = log_softmax((log_probs + g) / tau)
+
+    torch's ``ExpRelaxedCategorical.rsample``, draw for draw; the one definition used by the
+    Pyro distributions here and by the Pyro-free ELBO."""
+    u = clamp_probs(torch.rand(log_probs.shape, dtype=log_probs.dtype, device=log_probs.device))
+    gumbels = -((-(u.log())).log())
+    scores = (log_probs + gumbels) / temperature
+    return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def straight_through(soft: torch.Tensor) -> torch.Tensor:
+    """The one-hot of ``soft``'s argmax in the forward pass, ``soft``'s gradient backward
+    (built by ``scatter``, not ``F.one_hot``, which checks indices on the host and so
+    breaks ``vmap``)."""
+    hard = torch.zeros_like(soft).scatter(-1, soft.argmax(-1, keepdim=True), 1.0)
+    return hard + (soft - soft.detach())  # forward value exactly one-hot
+
+
 class ExpConcrete(ExpRelaxedCategorical, TorchDistributionMixin):
     """Log-space Concrete: samples ``log z`` with ``z ~ RelaxedOneHotCategorical``."""
+
+    def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        return concrete_log_sample(self.logits.expand(shape), self.temperature)
 
     def expand(self, batch_shape, _instance=None):  # keep the subclass on expand
         new = self._get_checked_instance(type(self), _instance)
@@ -68,7 +95,7 @@ class StraightThroughConcrete(torch.distributions.Distribution, TorchDistributio
 
     def __init__(self, temperature: torch.Tensor | float, logits: torch.Tensor,
                  validate_args: bool | None = None) -> None:
-        self._soft = ExpRelaxedCategorical(temperature, logits=logits)
+        self._soft = ExpConcrete(temperature, logits=logits)
         self.logits = self._soft.logits
         self.temperature = self._soft.temperature
         super().__init__(self._soft.batch_shape, self._soft.event_shape, validate_args=False)
@@ -78,9 +105,7 @@ class StraightThroughConcrete(torch.distributions.Distribution, TorchDistributio
                                        self.logits.expand(*batch_shape, self.logits.shape[-1]))
 
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
-        soft = self._soft.rsample(sample_shape).exp()
-        hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft)
-        return hard + (soft - soft.detach())  # forward value exactly one-hot
+        return straight_through(self._soft.rsample(sample_shape).exp())
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """NaN: a hard sample has no density under the relaxation.
@@ -127,6 +152,11 @@ class Relaxation(ABC):
     def weights(self, value: torch.Tensor) -> torch.Tensor:
         """Site value -> non-negative op weights ``[E, K]``."""
 
+    def weights_from_log_sample(self, log_z: torch.Tensor) -> torch.Tensor:
+        """The supernet's op weights from a log-space Concrete sample (the Pyro-free path):
+        what :meth:`weights` gives for the site value this relaxation samples."""
+        return self.weights(log_z)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -165,6 +195,9 @@ class StraightThrough(Relaxation):
 
     def weights(self, value: torch.Tensor) -> torch.Tensor:
         return value
+
+    def weights_from_log_sample(self, log_z: torch.Tensor) -> torch.Tensor:
+        return straight_through(log_z.exp())
 
 
 def make_relaxation(name: str, **kwargs: object) -> Relaxation:

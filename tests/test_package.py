@@ -150,10 +150,17 @@ def test_pyro_base_command_lists_every_command_and_refuses_unknown_ones():
 def test_the_wheel_holds_one_namespace_and_the_command(tmp_path):
     """``pip install .`` installs pyro_base/ only (models/ and inference/ inside it) and the
     ``pyro-base`` console command."""
+    import shutil
     import zipfile
 
+    src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info beside the sources
+    for name in ("pyro_base", "models", "inference"):
+        shutil.copytree(ROOT / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True,
+                    "-q", "-w", str(tmp_path), str(src)], check=True, capture_output=True,
                    cwd=tmp_path)
     (wheel,) = tmp_path.glob("pyro_base-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -244,3 +244,24 @@ def test_schedule_value_errors_name_the_value():
         make_schedule("constant", start=0.0)
     with pytest.raises(ValueError, match="'cosine'"):
         make_schedule("cosine")
+
+
+def test_one_concrete_sampler_draw_for_draw_with_torchs():
+    """concrete_log_sample (used by the Pyro sites and the Pyro-free ELBO) is torch's
+    ExpRelaxedCategorical.rsample, draw for draw; straight_through is an exact one-hot."""
+    from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+    from pyro_base.models.relaxations import concrete_log_sample, straight_through
+
+    logits = torch.randn(5, 8, dtype=torch.float64)
+    tau = torch.tensor(0.7, dtype=torch.float64)
+    torch.manual_seed(3)
+    ref = ExpRelaxedCategorical(tau, logits=logits).rsample()
+    torch.manual_seed(3)
+    ours = concrete_log_sample(logits - logits.logsumexp(-1, keepdim=True), tau)
+    assert torch.equal(ours, ref)
+    soft = ours.exp().requires_grad_(True)
+    hard = straight_through(soft)
+    assert torch.equal(hard.detach(), torch.nn.functional.one_hot(soft.argmax(-1), 8).double())
+    (hard * torch.arange(8.0, dtype=torch.float64)).sum().backward()
+    assert torch.equal(soft.grad, torch.arange(8.0, dtype=torch.float64).expand(5, 8))

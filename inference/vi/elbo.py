@@ -42,7 +42,6 @@ from typing import Any
 
 import torch
 from pyro.infer import TraceMeanField_ELBO
-from torch.distributions.utils import clamp_probs
 
 from pyro_base.models.base_model import BASEModel
 from pyro_base.models.priors import FixedGaussianPrior, LearnedGaussianPrior, MetaParams
@@ -51,6 +50,7 @@ from pyro_base.models.relaxations import (
     StraightThrough,
     categorical_kl,
     check_temperature,
+    concrete_log_sample,
 )
 
 
@@ -83,14 +83,6 @@ def gaussian_log_prob(value: torch.Tensor, loc: torch.Tensor,
     var = scale**2
     return (-((value - loc) ** 2) / (2 * var) - scale.log()
             - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=value.dtype))).sum()
-
-
-def concrete_log_sample(phi: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-    """One log-space Concrete sample with logits ``phi`` [E, K] (torch's ExpRelaxedCategorical)."""
-    u = clamp_probs(torch.rand(phi.shape, dtype=phi.dtype, device=phi.device))
-    gumbels = -((-(u.log())).log())
-    scores = (phi - phi.logsumexp(-1, keepdim=True) + gumbels) / temperature
-    return scores - scores.logsumexp(-1, keepdim=True)
 
 
 def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -129,18 +121,12 @@ def functional_loss(model: BASEModel, params: dict[str, torch.Tensor], x: torch.
         eps = torch.empty_like(loc).normal_()  # Normal.rsample's draw
         theta = loc + eps * q_scale
         kl = gaussian_kl(loc, q_scale, p_loc, p_scale)
-    hard = isinstance(model.relaxation, StraightThrough)
     z = {}
     for cell in W.cells:
         phi = params[f"alpha_{cell}"]
-        log_z = concrete_log_sample(phi, temperature)
-        if hard:
-            soft = log_z.exp()
-            # scatter, not F.one_hot: one_hot checks its indices on the host (breaks vmap)
-            one_hot = torch.zeros_like(soft).scatter(-1, soft.argmax(-1, keepdim=True), 1.0)
-            z[cell] = one_hot + (soft - soft.detach())
-        else:
-            z[cell] = log_z.exp()
+        # the relaxation's own sampler and weights: the same draws and values as its Pyro site
+        log_z = concrete_log_sample(phi - phi.logsumexp(-1, keepdim=True), temperature)
+        z[cell] = model.relaxation.weights_from_log_sample(log_z)
         kl = kl + categorical_kl(phi, model.arch_prior.logits(W, cell)).sum()
     logits = model.net_logits(x, theta, z, n_classes)
     if class_mask is not None:
