@@ -23,6 +23,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_base import defaults
 from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import ParamSpec, SuperNet
 
@@ -47,7 +48,7 @@ class MetaParams(nn.Module):
             self.register_parameter(f"alpha_{cell}", nn.Parameter(a.detach().clone()))
 
     @classmethod
-    def from_supernet(cls, net: SuperNet, *, init_scale: float = 0.03,
+    def from_supernet(cls, net: SuperNet, *, init_scale: float = defaults.INIT_SCALE,
                       alpha_init: float = 0.0) -> MetaParams:
         """``mu`` = the supernet's initial weights, ``sigma = init_scale``, uniform ``alpha``."""
         if not (math.isfinite(init_scale) and init_scale > 0):
@@ -98,7 +99,7 @@ class LearnedGaussianPrior(WeightPrior):
 class FixedGaussianPrior(WeightPrior):
     """``theta ~ Normal(loc, scale)`` with constants; ``W`` is then only the guide's start."""
 
-    def __init__(self, *, scale: float = 0.1, loc: float = 0.0) -> None:
+    def __init__(self, *, scale: float = defaults.PRIOR_SCALE, loc: float = 0.0) -> None:
         super().__init__()
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"FixedGaussianPrior scale must be > 0, got {scale!r}")
@@ -129,7 +130,7 @@ class UniformCategoricalPrior(ArchPrior):
         return torch.zeros_like(W.alpha(cell))
 
 
-def make_weight_prior(name: str, *, scale: float = 0.1) -> WeightPrior:
+def make_weight_prior(name: str, *, scale: float = defaults.PRIOR_SCALE) -> WeightPrior:
     if name == "learned":
         return LearnedGaussianPrior()
     if name == "fixed":

@@ -6,25 +6,27 @@
   presets and ``--config`` files fill in the rest. :func:`add_common_arguments`: ``--config``,
   ``--progress/--no-progress``, ``--log-level``, the same in every command.
 * :func:`add_task_arguments` / :func:`load_task`: one task from ``--task-source``: procedural
-  and digits tasks by ``--seed``/``--task-split`` (digits: scikit-learn's, 5-way class
-  subsets); idx, cifar10, imagenet_ds, folder, npz give the whole data set as one task
-  (support = train files, query = test files); nothing is downloaded.
-* :func:`load_genotype`: a published name, a genotype JSON, or a run directory.
+  and digits tasks by ``--task-seed``/``--task-split`` (digits: scikit-learn's, 5-way class
+  subsets); the on-disk sources give the whole data set as one task (support = train files,
+  query = test files); nothing is downloaded. :data:`TASK_SOURCES` is the one list of sources.
+* :func:`resolve_config`: a config from ``--preset``, then ``--config FILE``, then the flags.
+* :func:`load_genotype`: a published name, a genotype JSON, an adaptation or a run directory.
 
 Usage::
 
     p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="cpu")
+    add_common_arguments(p)
     add_task_arguments(p)
-    add_config_arguments(p, TrainConfig, rename={"seed": "train-seed"})
+    add_config_arguments(p, TrainConfig)
     args = p.parse_args()
-    cfg = TrainConfig.preset("cpu", **config_overrides(args, TrainConfig))
+    cfg = resolve_config(args, TrainConfig)       # preset < --config file < flags
     task = load_task(args)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import typing
 from collections.abc import Mapping
 from dataclasses import fields
@@ -37,9 +39,10 @@ if TYPE_CHECKING:  # torch loads with these: imported where used, so --help stay
 
 SPLITS = ("train", "val", "test")  # pyro_base.tasks.base.SPLITS (a test checks they agree)
 
-TASK_SOURCES = ("procedural", "digits", "idx", "cifar10", "imagenet_ds", "folder", "npz")
-_MODULES = {"procedural": "procedural", "digits": "digits", "idx": "idx", "cifar10": "cifar",
-            "imagenet_ds": "imagenet_ds", "folder": "folder", "npz": "folder"}
+# every registered task source: the embedded ones, then those read from disk (the one list)
+TASK_SOURCES = ("procedural", "digits", "fashion_mnist", "mnist", "kmnist", "idx", "cifar10",
+                "cifar100", "imagenet_ds", "folder", "npz", "omniglot", "mini_imagenet")
+EPISODE_SOURCES = ("omniglot", "mini_imagenet")  # few-shot sets: class splits, no test files
 
 
 def _flag_type(hint: Any) -> tuple[type, bool]:
@@ -136,9 +139,9 @@ def load_task(args: argparse.Namespace) -> Task:
     source = args.task_source
     if source not in TASK_SOURCES:
         raise ValueError(f"unknown task source {source!r}; expected one of {TASK_SOURCES}")
-    if source not in ("procedural", "digits", "idx") and getattr(args, "data_dir", None) is None:
+    if source not in ("procedural", "digits", "idx", "fashion_mnist", "mnist", "kmnist") and \
+            getattr(args, "data_dir", None) is None:
         raise ValueError(f"--task-source {source} needs --data-dir (nothing is downloaded)")
-    importlib.import_module(f"pyro_base.tasks.{_MODULES[source]}")  # registers the source
     size = args.image_size or 16
     if source == "procedural":
         dist = get_task_distribution("procedural", families=(args.family,), image_size=size,
@@ -154,6 +157,8 @@ def load_task(args: argparse.Namespace) -> Task:
         opts["path"] = args.data_dir
     elif args.data_dir is not None:
         opts["data_dir"] = args.data_dir
+    if source in EPISODE_SOURCES:
+        raise ValueError(f"--task-source {source} holds episodes, not one task: use --episodes")
     if source == "idx" and args.variant:
         opts["variant"] = args.variant
     return get_task_distribution(source, **opts).whole_task()

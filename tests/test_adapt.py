@@ -126,3 +126,20 @@ def test_fewshot_refuses_more_ways_than_outputs(prior, tmp_path, capsys):
                 "--n-way", "11", *TASK]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "11" in err
+
+
+def test_out_may_not_be_a_run_directory(prior, capsys):
+    assert cli(["--prior", str(prior), "--out", str(prior), *TASK]) == 2
+    assert "is a meta-training run directory" in capsys.readouterr().err
+
+
+def test_grey_images_are_repeated_to_rgb_for_an_rgb_prior(prior, tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (60, 16, 16), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 20)
+    np.savez(tmp_path / "grey.npz", x=x, y=y)
+    out = tmp_path / "grey"
+    args = ["--prior", str(prior), "--out", str(out), "--steps", "1", "--task-source", "npz",
+            "--data-dir", str(tmp_path / "grey.npz"), "--device", "cpu", "--no-progress",
+            "--log-level", "WARNING"]
+    assert cli(args) == 0
+    assert json.loads((out / "adapt.json").read_text())["n_classes"] == 3

@@ -77,3 +77,12 @@ def test_tensorboard_gets_every_scalar_of_every_step(tmp_path):
     events = acc.Scalars("loss")
     assert [e.step for e in events] == [r["step"] for r in logged]
     assert [e.value for e in events] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
+
+
+def test_resume_to_fewer_steps_than_done_is_a_config_error(tmp_path):
+    from pyro_base.config import ConfigError
+
+    meta_train_run(MetaConfig(steps=2, **TINY), run_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="--steps 1 is below the 2 meta-steps"):
+        meta_train_run(MetaConfig(steps=1, **TINY), run_dir=tmp_path, resume=True,
+                       progress=False)

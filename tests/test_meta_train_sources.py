@@ -113,3 +113,33 @@ def test_config_refuses_a_disk_source_without_data_and_a_one_way_task():
         MetaConfig(task_source="npz")
     with pytest.raises(ConfigError, match="n_way must be >= 2"):
         MetaConfig(task_source="npz", data_dir="x.npz", n_way=1)
+
+
+def test_on_disk_sizes_are_images_per_task_and_checked_up_front(npz):
+    cfg = MetaConfig(task_source="npz", data_dir=str(npz), n_way=3, **{**SMALL, "n_support": 9,
+                                                                        "n_query": 6})
+    task = build_tasks(cfg, build_space(cfg)).sample("train", np.random.default_rng(1))
+    assert len(task.support[1]) == 9 and len(task.query[1]) == 6  # 3 + 2 images per class
+    big = cfg.replace(n_support=3 * 20)  # 20 per class, but each class has 12 images
+    with pytest.raises(ConfigError, match="images per class"):
+        build_tasks(big, build_space(big))
+
+
+def test_episode_sources_are_not_given_a_holdout(monkeypatch):
+    """omniglot and mini_imagenet always split by class: build_tasks must not pass holdout."""
+    import pyro_base.inference.run.factory as factory
+
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake(name, **options):
+        seen.update(options)
+        raise _Stop
+
+    monkeypatch.setattr(factory, "get_task_distribution", fake)
+    cfg = MetaConfig(task_source="omniglot", data_dir="/data/omniglot", n_way=5, **SMALL)
+    with pytest.raises(_Stop):
+        build_tasks(cfg, build_space(cfg))
+    assert "holdout" not in seen and seen["n_classes"] == 5 and seen["channels"] == 3

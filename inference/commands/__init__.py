@@ -1,1 +1,2 @@
-"""The ``pyro-base`` subcommands; each module has ``build_parser()`` and ``main(argv)``."""
+"""The ``pyro-base`` subcommands; each module's ``cli(argv)`` parses the flags and runs it
+(exit status: 0, or 2 with one ``error:`` line for bad input)."""

@@ -11,9 +11,10 @@ Usage::
     python scripts/train_genotype.py --genotype runs/adapt-mine/genotype.json ...   # then train
 
 The search space, ``W`` and settings come from the run (``config.yaml``, ``checkpoint.pt``);
-``--steps``, ``--temperature``, ``--num-samples`` and ``--draws`` default to the run's. A task
-whose image size, channels or class count the prior cannot take is refused with one ``error:``
-line naming both values (exit 2), as are a missing or broken run directory and bad data.
+``--steps``, ``--temperature``, ``--num-samples`` and ``--draws`` default to the run's. Grey
+images are repeated to RGB for an RGB prior; a task whose image size, channels or class count
+the prior cannot take is refused with one ``error:`` line naming both values (exit 2), as are
+a missing or broken run directory, an ``--out`` that is a run directory, and bad data.
 Writes ``genotype.json``, ``posterior.nc``, ``curve.json``, ``curve.png`` and ``adapt.json``
 (query accuracy, op probabilities, cost in seconds, supernet passes and images) to ``--out``.
 """
@@ -107,8 +108,10 @@ def fewshot(args: argparse.Namespace) -> int:
                              "outputs")
         report = fewshot_score(model, guide, source, episodes=args.episodes,
                                steps=cfg.adapt_steps if args.steps is None else args.steps,
-                               temperature=args.temperature or cfg.adapt_temperature,
-                               num_samples=args.num_samples or cfg.num_samples,
+                               temperature=cfg.adapt_temperature if args.temperature is None
+                               else args.temperature,
+                               num_samples=cfg.num_samples if args.num_samples is None
+                               else args.num_samples,
                                seed=args.seed, split=args.task_split, progress=args.progress)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

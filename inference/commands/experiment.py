@@ -20,7 +20,8 @@ Usage::
     python scripts/experiment.py --preset gpu --data-dir ~/data --out runs/experiment-gpu
 
 Budgets (search_steps S = BASE adaptation steps = supernet passes of DARTS, SNAS and random
-search; DARTS-10x gets 10 S) are listed by ``--help`` of each preset in inference/experiment.py.
+search; DARTS-10x gets 10 S) are listed in ``--help`` (the epilog) and in
+inference/run/experiment.py.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def main(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         report = run(cfg, out, data_dir=args.data_dir, progress=args.progress)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MemoryError) as e:  # InsufficientMemoryError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = write_outputs(report, out, cfg, argv)

@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         files = write_plots(run_dir, out, args.format, args.dpi)
     except (ValueError, FileNotFoundError) as e:
-        print(f"plot_posterior.py: error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     for f in files:
         print(f)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyro_base.cli import EPISODE_SOURCES
 from pyro_base.inference.vi.adapt import adapt
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.models.base_model import BASEModel
@@ -52,7 +53,9 @@ def episode_source(name: str, *, n_way: int, k_shot: int, n_query: int, image_si
         return get_task_distribution("digits", image_size=image_size, n_classes=n_way,
                                      n_support=n_way * k_shot, n_query=n_way * n_query)
     opts = dict(image_size=image_size, n_classes=n_way, n_support=k_shot, n_query=n_query,
-                channels=channels, holdout="classes")
+                channels=channels)
+    if name not in EPISODE_SOURCES:  # those split by class already
+        opts["holdout"] = "classes"
     if data_dir is not None:
         opts["path" if name == "npz" else "data_dir"] = data_dir
     return get_task_distribution(name, **opts)

@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from pyro_base.config import ConfigError
 from pyro_base.inference.report.plots import plot_adaptation_curves
 from pyro_base.inference.run.factory import load_trained
 from pyro_base.inference.run.heldout import write_posterior
-from pyro_base.inference.run.runlog import RunDir
+from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
 from pyro_base.inference.search.config import SearchCost
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.search_space import SearchSpace
@@ -46,9 +47,15 @@ log = logging.getLogger(__name__)
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
 
 
-def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> None:
-    """Refuse a task the prior's search space cannot take, naming both values."""
+def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> Task:
+    """The task as the prior's search space takes it (grey images made RGB, as meta-training
+    does); a task it cannot take is refused, naming both values."""
     c, h, w = task.image_shape
+    if c == 1 and space.in_channels == 3:
+        task = dataclasses.replace(
+            task, support=(task.support[0].expand(-1, 3, -1, -1), task.support[1]),
+            query=(task.query[0].expand(-1, 3, -1, -1), task.query[1]))
+        c = 3
     if (h, w) != (space.input_size, space.input_size):
         raise ConfigError(f"the task's images are {h}x{w} but the prior {prior} was "
                           f"meta-trained at {space.input_size}x{space.input_size}; resize the "
@@ -60,6 +67,7 @@ def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) ->
         raise ConfigError(f"the task has {task.n_classes} classes but the prior {prior} has "
                           f"{space.n_classes} outputs; use a class subset of at most "
                           f"{space.n_classes} classes")
+    return task
 
 
 def _score(model: Any, posts: dict[int, Any], task: Task, *, temperature: float,
@@ -93,10 +101,13 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     ``draws`` (posterior draws in ``posterior.nc``) default to the run's own settings;
     ``curve_steps`` to ``0, 5, 10, 20, 40, 80`` up to ``steps`` (and ``steps`` itself).
     """
+    if any((Path(out) / name).exists() for name in (CHECKPOINT, CONFIG)):
+        raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
+                          "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
     model, guide, cfg, _ = load_trained(prior, device=dev)
     space = model.space
-    check_task_fits(task, space, prior)
+    task = check_task_fits(task, space, prior)
     steps = cfg.adapt_steps if steps is None else steps
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")

@@ -18,13 +18,11 @@ import math
 from dataclasses import dataclass
 
 from pyro_base import defaults
+from pyro_base.cli import TASK_SOURCES
 from pyro_base.config import Config, ConfigError, option
 
 __all__ = ["TASK_SOURCES", "ConfigError", "MetaConfig"]
 
-# every registered task source (pyro_base.tasks): the embedded ones, then those read from disk
-TASK_SOURCES = ("procedural", "digits", "fashion_mnist", "mnist", "kmnist", "idx", "cifar10",
-                "cifar100", "imagenet_ds", "folder", "npz", "omniglot", "mini_imagenet")
 ON_DISK = TASK_SOURCES[2:]
 
 _POSITIVE = {

@@ -141,7 +141,8 @@ class ExperimentConfig(Config):
                           n_support=self.meta_support, n_query=self.meta_query,
                           inner_batch=self.search_batch, adapt_steps=self.search_steps,
                           adapt_temperature=self.adapt_temperature,
-                          num_samples=self.num_samples, device=self.device, seed=self.seed)
+                          num_samples=self.num_samples, device=self.device, seed=self.seed,
+                          threads=0)  # the experiment keeps the process's thread count
 
     def search_config(self, method: str) -> SearchConfig:
         steps = {"darts": self.search_steps // 2,
@@ -215,18 +216,13 @@ def meta_train(cfg: ExperimentConfig, *, progress: bool = False,
         sources.append(_digits(space, cfg.meta_support, cfg.meta_query))
         weights.append(1.0)
     result = meta_train_run(mcfg, MixtureTasks(sources, weights=weights), run_dir=run_dir,
-                            progress=progress)
+                            progress=progress,
+                            log_level=logging.getLogger().getEffectiveLevel())
     per_task = mcfg.inner_steps * min(mcfg.inner_batch, mcfg.n_support) + mcfg.n_query
     images = mcfg.steps * mcfg.tasks_per_step * per_task
     log.info("meta-training: %d steps, %.1f s, %d images", mcfg.steps, result.seconds, images)
     return MetaTrained(model=result.svi.model, guide=result.svi.guide, space=space,
                        seconds=result.seconds, images=images, losses=list(result.svi.losses))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_targets(cfg: ExperimentConfig, *, data_dir: str | Path | None = None) -> list[Target]:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from pyro_base.checkpoint import CheckpointError, load_checkpoint
+from pyro_base.cli import EPISODE_SOURCES
 from pyro_base.inference.run.config import ConfigError, MetaConfig
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
@@ -66,16 +67,29 @@ def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
     if n_way > space.n_classes:
         raise ConfigError(f"n_way {n_way} exceeds the {space.n_classes} outputs of preset "
                           f"{cfg.preset!r}")
-    options.update(n_classes=n_way, channels=space.in_channels, holdout=cfg.holdout)
+    # on-disk sources count images per class: n_support / n_query stay images per task
+    per_class = {"n_support": max(1, cfg.n_support // n_way),
+                 "n_query": max(1, cfg.n_query // n_way)}
+    options.update(n_classes=n_way, channels=space.in_channels, **per_class)
+    if cfg.task_source not in EPISODE_SOURCES:  # those always hold out classes
+        options["holdout"] = cfg.holdout
     if cfg.data_dir is not None:
         options["path" if cfg.task_source == "npz" else "data_dir"] = cfg.data_dir
     dist = get_task_distribution(cfg.task_source, **options)
     splits = dist.splits()  # decodes the data once; a missing or corrupt one fails here
-    short = {s: len(c) for s, c in splits.items() if s in ("train", "test") and len(c) < n_way}
-    if short:
-        raise ConfigError(f"task source {cfg.task_source!r} ({cfg.data_dir}) has {short} "
-                          f"classes per split with holdout={cfg.holdout!r}, fewer than "
-                          f"n_way={n_way}")
+    need = per_class["n_support"] + per_class["n_query"]
+    for split in ("train", "test"):
+        if len(splits[split]) < n_way:
+            raise ConfigError(f"task source {cfg.task_source!r} ({cfg.data_dir}) has "
+                              f"{len(splits[split])} {split} classes with "
+                              f"holdout={cfg.holdout!r}, fewer than n_way={n_way}")
+    for split in ("train", "test"):
+        usable = sum(len(i) >= need for i in splits[split].values())
+        if usable < n_way:
+            raise ConfigError(f"task source {cfg.task_source!r} ({cfg.data_dir}): only {usable} "
+                              f"{split} classes have the {need} images per class that "
+                              f"n_support={cfg.n_support} + n_query={cfg.n_query} over "
+                              f"n_way={n_way} classes need")
     return dist
 
 

@@ -266,6 +266,9 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
             run.write_json(TASK_SPLITS, distribution.split_classes())
     log.info("run dir %s; %s; %d weights; device %s; world %d",
              run.path if run else None, space, model.spec.size, device, world)
+    if cfg.steps < svi.step_count:
+        raise ConfigError(f"--steps {cfg.steps} is below the {svi.step_count} meta-steps the "
+                          f"checkpoint of {run_dir} already holds")
     start = time.perf_counter()
     callback = None if run is None else _chain(checkpoint_callback(run, cfg, space, rank, world),
                                                tensorboard_callback(run, start_step=svi.step_count))

@@ -24,7 +24,8 @@ Supported: the weight priors :class:`~pyro_base.models.priors.LearnedGaussianPri
 relaxations ``Concrete(kl="analytic")`` and ``StraightThrough`` (:func:`check_supported`).
 ``Concrete(kl="mc")`` scores samples with the relaxed density: use the Pyro ELBO for it.
 
-The ELBO objects :class:`FunctionalELBO` and :class:`PyroELBO` share one ``loss`` signature;
+The ELBO objects :class:`FunctionalELBO` and :class:`PyroELBO` share one ``loss`` signature
+(``FunctionalELBO`` also takes an optional ``class_mask``, for the static loop);
 the guide takes either (``OptimizationEmbeddingGuide(model, elbo=FunctionalELBO())``), as Pyro's
 ``SVI(model, guide, optim, loss=...)`` takes its loss.
 
