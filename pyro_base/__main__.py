@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("plot", "draw the posterior and training plots of a run directory"),
     "experiment": ("experiment", "meta-prior adaptation vs. search from scratch, measured"),
     "bench": ("bench", "time the meta-training step against an eager reference"),
+    "fuzz": ("fuzz", "generated bad inputs: only the project's clean errors may come out"),
 }
 
 

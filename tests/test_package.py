@@ -121,7 +121,8 @@ def test_cli_splits_are_the_tasks_splits():
     assert SPLITS == TASK_SPLITS
 
 
-@pytest.mark.parametrize("command", ["meta-svi", "evaluate", "search", "train", "plot", "bench",
+@pytest.mark.parametrize("command", ["meta-svi", "adapt", "evaluate", "search", "train", "plot",
+                                     "bench", "fuzz",
                                      "experiment"])
 def test_command_help_does_not_import_torch(command):
     """``--help`` builds the parser only: torch and Pyro (seconds to import) stay unloaded."""

@@ -143,9 +143,9 @@ class NpzTasks(_UserData):
         x, y = z["x"], z["y"]
         if x.ndim == 3:
             x = x[..., None]
-        if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise DataError(f"{path}: x must be (N, H, W) or (N, H, W, C) with C in (1, 3), "
-                            f"got {x.shape}")
+        if x.ndim != 4 or x.shape[-1] not in (1, 3) or min(x.shape[1:3], default=0) < 1:
+            raise DataError(f"{path}: x must be (N, H, W) or (N, H, W, C) with H, W >= 1 and C "
+                            f"in (1, 3), got {x.shape}")
         if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
             raise DataError(f"{path}: x must be uint8 or float, got {x.dtype}")
         if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
