@@ -75,14 +75,15 @@ def test_the_main_job_on_an_image_folder(folder, tmp_path, capsys):
 
     args = ["--task-source", "folder", "--data-dir", str(folder), "--n-way", "2",
             "--run-dir", str(tmp_path / "run"), "--no-progress", "--log-level", "WARNING"]
-    for k, v in SMALL.items():
+    for k, v in {**SMALL, "n_heldout": 2}.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     assert cli(args) == 0
     run = tmp_path / "run"
     for name in ("config.yaml", "checkpoint.pt", "task_splits.json", "posterior.nc",
                  "prior_genotype.json"):
         assert (run / name).is_file(), name
-    assert "folder/test" in capsys.readouterr().out  # the held-out quick look's task
+    out = capsys.readouterr().out  # the held-out quick look: two tasks, two names
+    assert "folder/test/0" in out and "folder/test/1" in out
 
 
 @pytest.mark.parametrize("kind, message", [

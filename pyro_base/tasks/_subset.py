@@ -25,6 +25,7 @@ Nothing here downloads anything.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -258,9 +259,11 @@ class ClassSubsetSource(ABC):
                 for s, pool in self.splits().items()}
 
     def tasks(self, split: str, n: int) -> list[Task]:
-        """A fixed list of ``n`` tasks: task ``i`` uses ``default_rng([seed, split, i])``."""
+        """A fixed list of ``n`` tasks: task ``i`` uses ``default_rng([seed, split, i])`` and is
+        named ``<source>/<split>/<i>`` (distinct names: runs key files and posteriors by them)."""
         s = SPLITS.index(check_split(split))
-        return [self.sample(split, np.random.default_rng([self.seed, s, i])) for i in range(n)]
+        return [dataclasses.replace(self.sample(split, np.random.default_rng([self.seed, s, i])),
+                                    name=f"{self.name}/{split}/{i}") for i in range(n)]
 
     def whole_task(self) -> Task:
         """The whole data set as one task: support = train file, query = test file."""
