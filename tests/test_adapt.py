@@ -143,3 +143,16 @@ def test_grey_images_are_repeated_to_rgb_for_an_rgb_prior(prior, tmp_path):
             "--log-level", "WARNING"]
     assert cli(args) == 0
     assert json.loads((out / "adapt.json").read_text())["n_classes"] == 3
+
+
+def test_fewshot_on_omniglot_in_its_real_layout(prior, tmp_path, capsys):
+    from test_tasks_disk import make_omniglot
+
+    root = make_omniglot(tmp_path / "omni")
+    out = tmp_path / "fs_omni"
+    assert cli(["--prior", str(prior), "--out", str(out), "--task-source", "omniglot",
+                "--data-dir", str(root), "--episodes", "3", "--n-way", "3", "--k-shot", "1",
+                "--query-per-class", "2", "--steps", "1", "--device", "cpu", "--no-progress",
+                "--log-level", "WARNING"]) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    assert report["source"] == "omniglot" and len(report["accuracies"]) == 3

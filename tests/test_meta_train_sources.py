@@ -144,3 +144,17 @@ def test_episode_sources_are_not_given_a_holdout(monkeypatch):
     with pytest.raises(_Stop):
         build_tasks(cfg, build_space(cfg))
     assert "holdout" not in seen and seen["n_classes"] == 5 and seen["channels"] == 3
+
+
+def test_a_mixture_of_sources_with_weights(npz, tmp_path):
+    cfg = MetaConfig(mixture=["procedural:2", f"npz:1:{npz}"], n_way=3,
+                     **{**SMALL, "n_support": 12, "n_query": 12})
+    dist = build_tasks(cfg, build_space(cfg))
+    names = [t.name for t in dist.tasks("test", 12)]
+    assert any(n.startswith("procedural/") for n in names)
+    assert any(n.startswith("npz/") for n in names) and len(set(names)) == 12
+    result = meta_train_run(cfg.replace(n_heldout=2), run_dir=tmp_path, progress=False)
+    assert result.svi.step_count == 2
+    for bad in (["procedural"], ["nope:1"], ["digits:-1"], ["npz:1"], []):
+        with pytest.raises(ConfigError, match="mixture"):
+            MetaConfig(mixture=bad)

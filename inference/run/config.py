@@ -54,6 +54,23 @@ _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads"}
 _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
 
+def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
+    """``SOURCE:WEIGHT[:DATA_DIR]`` -> (source, weight, data dir); a ConfigError names it."""
+    parts = str(entry).split(":", 2)
+    try:
+        weight = float(parts[1])
+    except (IndexError, ValueError):
+        weight = float("nan")
+    if parts[0] not in TASK_SOURCES or not (math.isfinite(weight) and weight > 0):
+        raise ConfigError(f"mixture entry {entry!r} must be SOURCE:WEIGHT[:DATA_DIR] with SOURCE "
+                          f"one of {TASK_SOURCES} and WEIGHT > 0")
+    data_dir = parts[2] if len(parts) == 3 and parts[2] else None
+    if parts[0] in ON_DISK and data_dir is None and parts[0] not in (
+            "fashion_mnist", "mnist", "kmnist", "idx"):
+        raise ConfigError(f"mixture entry {entry!r}: source {parts[0]!r} needs a DATA_DIR")
+    return parts[0], weight, data_dir
+
+
 @dataclass(frozen=True, kw_only=True)
 class MetaConfig(Config):
     """All settings of the main job (``pyro-base meta-svi``); defaults: the measured ones."""
@@ -70,6 +87,12 @@ class MetaConfig(Config):
     )
     n_way: int | None = option(
         None, "on-disk sources: classes per task (default 5; at most the supernet's outputs)"
+    )
+    mixture: list[str] | None = option(
+        None,
+        "meta-train on several sources at once: SOURCE:WEIGHT[:DATA_DIR] entries, e.g. "
+        "procedural:3 digits:1 npz:1:my.npz (a task's source is drawn by weight; --n-way and "
+        "--holdout apply to each on-disk one)",
     )
     holdout: str = option(
         "classes",
@@ -221,6 +244,10 @@ class MetaConfig(Config):
                 "fashion_mnist", "mnist", "kmnist", "idx"):
             raise ConfigError(f"task_source {self.task_source!r} needs data_dir (nothing is "
                               "downloaded)")
+        for entry in self.mixture or []:
+            parse_mixture_entry(entry)
+        if self.mixture is not None and not self.mixture:
+            raise ConfigError("mixture must be null or a non-empty list")
         if self.n_way is not None and self.n_way < 2:
             raise ConfigError(f"n_way must be >= 2 or null, got {self.n_way!r}")
         if self.families is not None and not self.families:

@@ -24,7 +24,7 @@ import torch
 
 from pyro_base.checkpoint import CheckpointError, load_checkpoint
 from pyro_base.cli import EPISODE_SOURCES
-from pyro_base.inference.run.config import ConfigError, MetaConfig
+from pyro_base.inference.run.config import ConfigError, MetaConfig, parse_mixture_entry
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.inference.vi.meta_svi import MetaSVI, zero_head
@@ -36,6 +36,7 @@ from pyro_base.search_space import SearchSpace
 from pyro_base.supernet import SuperNet
 from pyro_base.tasks import get_task_distribution
 from pyro_base.tasks.base import TaskDistribution
+from pyro_base.tasks.mixture import MixtureTasks
 from pyro_base.training import resolve_device  # noqa: F401  (re-exported for the scripts)
 
 
@@ -52,6 +53,11 @@ def build_tasks(cfg: MetaConfig, space: SearchSpace) -> TaskDistribution:
     space's image size and channels (grey images made RGB), meta-train / meta-val / meta-test
     from disjoint classes (``holdout="classes"``); a source with fewer classes in a split than
     ``n_way`` is a ConfigError naming both counts."""
+    if cfg.mixture:
+        parts = [parse_mixture_entry(e) for e in cfg.mixture]
+        return MixtureTasks([build_tasks(cfg.replace(task_source=s, data_dir=d, mixture=None),
+                                         space) for s, _, d in parts],
+                            weights=[w for _, w, _ in parts])
     options: dict[str, Any] = {"image_size": space.input_size, "n_support": cfg.n_support,
                                "n_query": cfg.n_query}
     hi = min(10, space.n_classes)  # tasks never have more classes than the supernet outputs

@@ -9,6 +9,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,4 +34,7 @@ class MixtureTasks:
         return self.sources[int(rng.choice(len(self.sources), p=self.p))].sample(split, rng)
 
     def tasks(self, split: str, n: int) -> Iterator[Task]:
-        return iter([self.sample(split, np.random.default_rng([i, 11])) for i in range(n)])
+        """``n`` fixed tasks (task ``i`` from ``default_rng([i, 11])``), named
+        ``<its name>/<i>`` so that names stay distinct across sources."""
+        return iter([dataclasses.replace(t, name=f"{t.name}/{i}") for i, t in enumerate(
+            self.sample(split, np.random.default_rng([i, 11])) for i in range(n))])
