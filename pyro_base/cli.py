@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import typing
-from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,16 +55,14 @@ def _flag_type(hint: Any) -> tuple[type, bool]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
-                         rename: Mapping[str, str] | None = None,
                          default_label: str = "default") -> None:
     """One flag per field of the config dataclass ``cls``: ``--kebab-case`` names, the field's
     help text, its choices and its default in ``--help``; bools get ``--x/--no-x``, lists take
     several values. Absent flags stay out of the namespace (:func:`config_overrides`)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(title or cls.__name__)
-    rename = dict(rename or {})
     for f in fields(cls):
-        flag = "--" + rename.get(f.name, f.name.replace("_", "-"))
+        flag = "--" + f.name.replace("_", "-")
         kind, many = _flag_type(hints[f.name])
         text = f"{f.metadata.get('help', f.name.replace('_', ' '))} ({default_label}: {f.default})"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}

@@ -48,10 +48,14 @@ def genotype_summary(genotype: Genotype) -> str:
 
 
 def heldout_report(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
-                   run: RunDir, *, device: torch.device | str) -> list[dict[str, Any]]:
-    """Adapt to ``cfg.n_heldout`` test tasks; write genotypes, metrics and ``posterior.nc``."""
+                   run: RunDir, *, device: torch.device | str,
+                   distribution: Any = None) -> list[dict[str, Any]]:
+    """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
+    names, built afresh); write genotypes, metrics and ``posterior.nc``."""
     space = build_space(cfg)
-    tasks = build_tasks(cfg, space).tasks("test", cfg.n_heldout)
+    if distribution is None:
+        distribution = build_tasks(cfg, space)
+    tasks = distribution.tasks("test", cfg.n_heldout)
     untrained = build_model(cfg, space, device=device)
     untrained_guide = build_guide(cfg, untrained)
     rows, posteriors, losses = [], {}, {}

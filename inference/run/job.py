@@ -73,6 +73,7 @@ class MetaRun:
     rank: int
     world: int
     seconds: float
+    distribution: Any = None  # the task distribution it trained on (data decoded once)
 
 
 def init_distributed(cfg: MetaConfig, device: torch.device) -> tuple[int, int, torch.device]:
@@ -279,4 +280,4 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
         tdist.barrier()
         tdist.destroy_process_group()
     return MetaRun(cfg=cfg, space=space, svi=svi, run=run, device=device, rank=rank,
-                   world=world, seconds=seconds)
+                   world=world, seconds=seconds, distribution=distribution)
