@@ -19,19 +19,22 @@ BETA = 1e-3
 INIT_SCALE = 0.03
 PRIOR_SCALE = 0.1
 
-# the guide's inner loop: T, the weights' Adam step, the architecture logits' step, the support
-# minibatch
+# the guide's inner loop: T, the weights' Adam step, the architecture logits' rule (None: the
+# weights') and step, the support minibatch
 INNER_STEPS = 5
 INNER_LR = 0.03
+ARCH_OPTIMIZER = None
 ARCH_LR = 0.3
 INNER_BATCH = 32
 
 # meta-training: Reptile's step size, decaying linearly to META_LR * META_LR_FINAL; tasks per
-# meta-step; the Concrete temperature, annealed exponentially TAU_START -> TAU_END
+# meta-step; the precision of the Gaussian hyperprior on the architecture logits; the Concrete
+# temperature, annealed exponentially TAU_START -> TAU_END
 STEPS = 60
 META_LR = 1.0
 META_LR_FINAL = 0.1
 TASKS_PER_STEP = 4
+ARCH_DECAY = 0.0
 TAU_START = 1.0
 TAU_END = 0.5
 

@@ -265,6 +265,33 @@ def test_default_inner_loop_decreases_support_loss_and_adapts():
     assert acc["adapted"] > max(acc["prior"], 1 / 3) + 0.2, acc
 
 
+@pytest.mark.parametrize("elbo_impl", ["pyro", "functional", "graph"])
+def test_arch_optimizer_sgd_steps_the_logits_by_their_gradient(elbo_impl):
+    """Adam on the weights, plain SGD on the logits: one step by hand, in float64."""
+    model = _tiny_model(torch.float64)
+    x, y = _easy_task(n=12, dtype=torch.float64).support
+    lr, arch_lr = 0.05, 7.0
+    guide = OptimizationEmbeddingGuide(model, inner_steps=1, inner_lr=lr, arch_lr=arch_lr,
+                                       arch_optimizer="sgd", batch_size=None,
+                                       elbo_impl=elbo_impl)
+    assert guide.arch_optimizer == "sgd" and guide.update.rule("mu") == "adam"
+    W = {n: p.detach().clone().requires_grad_(True) for n, p in model.W.named_tensors().items()}
+    torch.manual_seed(4)
+    loss = guide.loss(guide.posterior(W), x, y, size=12, n_classes=3, temperature=0.7)
+    grads = dict(zip(W, torch.autograd.grad(loss, list(W.values())), strict=True))
+    torch.manual_seed(4)
+    post, _ = guide.adapt(x, y, n_classes=3, temperature=0.7)
+    for n, g in grads.items():
+        if n.startswith("alpha_"):
+            expected = W[n] - arch_lr * g
+        else:  # Adam's first step: lr * g / sqrt(g^2 + eps^2)
+            expected = W[n] - lr * g / (g * g + 1e-16).sqrt()
+        torch.testing.assert_close(post.params[n], expected.detach(), rtol=1e-9, atol=1e-12)
+    assert set(guide.update.init_state(W, list(W))) == {"mu", "log_sigma"}
+    with pytest.raises(ValueError, match="arch_optimizer.*'lbfgs'"):
+        OptimizationEmbeddingGuide(model, arch_optimizer="lbfgs")
+
+
 def test_guide_bad_input():
     model = _tiny_model()
     for bad in (0.0, -0.1, float("nan")):

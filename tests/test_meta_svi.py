@@ -129,6 +129,34 @@ def test_default_optimizer_is_sgd_with_meta_lr_and_decays():
         torch.testing.assert_close(_W(model)[n], expected, rtol=1e-6, atol=1e-7)
 
 
+def test_arch_decay_is_the_map_step_of_a_gaussian_hyperprior_on_the_logits():
+    """alpha <- alpha + lambda (mean_c phi_c - alpha - kappa alpha); mu and sigma as before."""
+    lam, kappa, seed, tau = 0.5, 0.2, 3, 1.0
+    model, guide = _setup()
+    tasks = [_easy_task(6), _easy_task(7)]
+    W0 = _W(model)
+    adapted = _adapted_by_hand(guide, tasks, seed=seed, step=0, tau=tau)
+    svi = MetaSVI(model, guide, meta_lr=lam, tasks_per_step=2, temperature=tau, seed=seed,
+                  arch_decay=kappa)
+    svi.step(tasks)
+    for n in W0:
+        pull = torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
+        decay = kappa * W0[n] if n.startswith("alpha_") else 0.0
+        torch.testing.assert_close(_W(model)[n], W0[n] + lam * (pull - decay),
+                                   rtol=1e-6, atol=1e-7)
+    # without tasks' pull (T = 0) the logits shrink geometrically towards 0
+    model, _ = _setup()
+    guide0 = OptimizationEmbeddingGuide(model, inner_steps=0)
+    a0 = model.W.alpha("normal").detach().clone()
+    svi = MetaSVI(model, guide0, meta_lr=lam, meta_lr_final=1.0, tasks_per_step=1,
+                  temperature=tau, arch_decay=kappa)
+    for _ in range(3):
+        svi.step([_easy_task(8)])
+    torch.testing.assert_close(model.W.alpha("normal").detach(), a0 * (1 - lam * kappa) ** 3)
+    with pytest.raises(ValueError, match="arch_decay.*-0.1"):
+        MetaSVI(model, guide0, arch_decay=-0.1)
+
+
 def test_user_meta_optimizer_lr_is_honoured_by_the_decay():
     """A user optimizer's own lr is the start of the decay (not replaced by meta_lr)."""
     model, guide = _setup()

@@ -149,6 +149,13 @@ class MetaConfig(Config):
         "inner step size (architecture logits); null: inner_lr (adam) or 10 x inner_lr (sgd)",
     )
     inner_optimizer: str = option("adam", "inner optimizer", choices=("adam", "sgd"))
+    arch_optimizer: str | None = option(
+        defaults.ARCH_OPTIMIZER,
+        "inner optimizer of the architecture logits (null: inner_optimizer); a restarted "
+        "Adam's first steps are lr * sign(gradient), so small noisy logit gradients make "
+        "full-size steps, SGD keeps their size",
+        choices=("adam", "sgd"),
+    )
     inner_batch: int = option(defaults.INNER_BATCH, "support minibatch per inner step")
     weight_posterior: str = option("gaussian", "weight posterior", choices=("gaussian", "delta"))
     elbo_impl: str = option(
@@ -175,6 +182,11 @@ class MetaConfig(Config):
     tasks_per_step: int = option(defaults.TASKS_PER_STEP, "tasks per step")
     meta_lr: float = option(
         defaults.META_LR, "meta step size lambda (decays linearly to meta_lr * meta_lr_final)"
+    )
+    arch_decay: float = option(
+        defaults.ARCH_DECAY,
+        "precision kappa of a Gaussian hyperprior N(0, 1/kappa) on the architecture logits of "
+        "W (the meta-step's weight decay on them); 0: none, the prior may collapse onto one op",
     )
     meta_lr_final: float = option(defaults.META_LR_FINAL, "meta lr final")
     tau_schedule: str = option(
@@ -226,6 +238,8 @@ class MetaConfig(Config):
                 raise ConfigError(f"{name} must be >= 1 or null, got {v!r}")
         if not 0 <= self.meta_lr_final <= 1:
             raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
+        if not (math.isfinite(self.arch_decay) and self.arch_decay >= 0):
+            raise ConfigError(f"arch_decay must be a finite number >= 0, got {self.arch_decay!r}")
         if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
             raise ConfigError(
                 f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "

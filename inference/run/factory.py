@@ -114,7 +114,8 @@ def build_model(cfg: MetaConfig, space: SearchSpace, *,
 
 def build_guide(cfg: MetaConfig, model: BASEModel) -> OptimizationEmbeddingGuide:
     return OptimizationEmbeddingGuide(model, inner_steps=cfg.inner_steps,
-                                      inner_lr=cfg.inner_lr, arch_lr=cfg.arch_lr,
+                                      inner_lr=cfg.inner_lr,
+                                      arch_optimizer=cfg.arch_optimizer, arch_lr=cfg.arch_lr,
                                       weight_posterior=cfg.weight_posterior,
                                       inner_optimizer=cfg.inner_optimizer,
                                       batch_size=cfg.inner_batch, elbo_impl=cfg.elbo_impl)
@@ -128,7 +129,8 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    total_steps=cfg.steps, tasks_per_step=cfg.tasks_per_step, mode=cfg.mode,
                    inner_grad=cfg.inner_grad, temperature=schedule, nan_policy=cfg.nan_policy,
                    max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
-                   batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned")
+                   batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned",
+                   arch_decay=cfg.arch_decay)
 
 
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",

@@ -63,6 +63,8 @@ class OptimizationEmbeddingGuide:
 
     :param inner_steps: ``T``.
     :param inner_lr: step size for the location of theta.
+    :param arch_optimizer: the architecture logits' rule, ``"adam"`` or ``"sgd"`` (``None``:
+        ``inner_optimizer``); see :class:`~pyro_base.inference.vi.update.InnerUpdate`.
     :param arch_lr: step size for the architecture logits (default ``inner_lr`` for Adam,
         ``10 * inner_lr`` for SGD).
     :param scale_lr: step size for ``log sigma`` of q(theta) (default ``inner_lr``).
@@ -91,7 +93,9 @@ class OptimizationEmbeddingGuide:
     """
 
     def __init__(self, model: BASEModel, *, inner_steps: int = defaults.INNER_STEPS,
-                 inner_lr: float = defaults.INNER_LR, arch_lr: float | None = defaults.ARCH_LR,
+                 inner_lr: float = defaults.INNER_LR,
+                 arch_optimizer: str | None = defaults.ARCH_OPTIMIZER,
+                 arch_lr: float | None = defaults.ARCH_LR,
                  scale_lr: float | None = None,
                  weight_posterior: str = "gaussian", inner_optimizer: str = "adam",
                  batch_size: int | None = defaults.INNER_BATCH, elbo_impl: str = "pyro",
@@ -102,7 +106,8 @@ class OptimizationEmbeddingGuide:
         if weight_posterior not in ("gaussian", "delta"):
             raise ValueError(f"weight_posterior must be 'gaussian' or 'delta', got "
                              f"{weight_posterior!r}")
-        self.update = InnerUpdate(optimizer=inner_optimizer, lr=inner_lr, arch_lr=arch_lr,
+        self.update = InnerUpdate(optimizer=inner_optimizer, lr=inner_lr,
+                                  arch_optimizer=arch_optimizer, arch_lr=arch_lr,
                                   scale_lr=scale_lr, weight_posterior=weight_posterior)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -125,6 +130,7 @@ class OptimizationEmbeddingGuide:
         self.scale_lr = self.update.step_size("log_sigma")
         self.weight_posterior = weight_posterior
         self.inner_optimizer = inner_optimizer
+        self.arch_optimizer = self.update.rule("alpha")
         self.batch_size = batch_size
         self.validate_every_step = validate_every_step
         self.elbo = elbo
@@ -254,7 +260,7 @@ class OptimizationEmbeddingGuide:
         batch = size if self.batch_size is None else min(self.batch_size, size)
         key = (tuple(x_shape), size, batch, tasks, str(device), dtype, randomness,
                self.inner_lr, self.arch_lr, self.scale_lr, self.inner_optimizer,
-               self.weight_posterior, self.model.beta)
+               self.arch_optimizer, self.weight_posterior, self.model.beta)
         if key not in self._static_loops:
             self._static_loops[key] = StaticInnerLoop(
                 self, x_shape=tuple(x_shape), size=size, batch=batch, tasks=tasks,

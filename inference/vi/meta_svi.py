@@ -9,6 +9,14 @@ implemented as ``W.grad = W - mean_c(adapted_c)`` followed by ``meta_optimizer.s
 ``torch.optim.SGD(lr=lambda)`` this is exactly the update above. ``lambda_e`` decays linearly
 from ``meta_lr`` to ``meta_lr * meta_lr_final`` over ``total_steps``.
 
+``arch_decay = kappa > 0`` puts a Gaussian hyperprior ``alpha ~ N(0, 1 / kappa)`` on the
+architecture logits of ``W``: the default optimizer's step on them becomes the MAP step
+``alpha <- alpha + lambda_e * (mean_c(phi_c^T) - alpha - kappa * alpha)`` (SGD's
+``weight_decay``). Without it the Reptile step is a random walk plus drift whose positive
+feedback (the prior's favourite op gets the most weight training, so tasks favour it more)
+collapses every edge onto one op; with it a logit settles where the tasks' mean pull equals
+``kappa * alpha``, so the prior keeps mass on ops that only some families use.
+
 ``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
 through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
 full second order) and averages over tasks.
@@ -91,6 +99,8 @@ class MetaSVI:
         starts every task from equal logits.
     :param batch_tasks: adapt the step's tasks together (Reptile with a Pyro-free guide);
         see the module docstring.
+    :param arch_decay: ``kappa``, the precision of the Gaussian hyperprior on the architecture
+        logits (see the module docstring); used by the default optimizer only.
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
@@ -107,7 +117,8 @@ class MetaSVI:
                  mode: str = "reptile", inner_grad: str = "first",
                  temperature: float | TemperatureSchedule | None = None, nan_policy: str = "stop",
                  max_bad_steps: int = 3, seed: int = 0, log_query: bool = True,
-                 batch_tasks: bool = False, meta_head: bool = True) -> None:
+                 batch_tasks: bool = False, meta_head: bool = True,
+                 arch_decay: float = defaults.ARCH_DECAY) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if inner_grad not in ORDERS[1:]:
@@ -120,6 +131,8 @@ class MetaSVI:
             raise ValueError(f"meta_lr_final must be in [0, 1], got {meta_lr_final!r}")
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        if not (math.isfinite(arch_decay) and arch_decay >= 0):
+            raise ValueError(f"arch_decay must be a finite number >= 0, got {arch_decay!r}")
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
         if batch_tasks and (mode != "reptile" or guide.elbo_impl == "pyro"):
@@ -136,7 +149,8 @@ class MetaSVI:
         self.meta_lr = meta_lr
         self.meta_lr_final = meta_lr_final
         self.total_steps = total_steps
-        self.optimizer = meta_optimizer or torch.optim.SGD(model.W.parameters(), lr=meta_lr)
+        self.arch_decay = arch_decay
+        self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay)
         self.tasks_per_step = tasks_per_step
         self.mode = mode
         self.inner_grad = inner_grad
@@ -158,6 +172,18 @@ class MetaSVI:
         self._last_finite: float | None = None
         self._groups = parameter_groups(model.spec, model.W.cells)
         self._deltas: list[dict[str, torch.Tensor]] = []  # this step's good tasks only
+
+    @staticmethod
+    def _default_optimizer(model: BASEModel, meta_lr: float,
+                           arch_decay: float) -> torch.optim.Optimizer:
+        """``SGD(lr=meta_lr)``; with ``arch_decay > 0`` the logits get ``weight_decay``."""
+        if arch_decay == 0:  # one group, as checkpoints from before arch_decay have
+            return torch.optim.SGD(model.W.parameters(), lr=meta_lr)
+        W = model.W.named_tensors()
+        arch = [p for n, p in W.items() if n.startswith("alpha_")]
+        rest = [p for n, p in W.items() if not n.startswith("alpha_")]
+        return torch.optim.SGD([{"params": rest},
+                                {"params": arch, "weight_decay": arch_decay}], lr=meta_lr)
 
     # -- tasks -----------------------------------------------------------------------------
     @staticmethod

@@ -121,7 +121,7 @@ class StaticInnerLoop:
         self.params = {n: torch.zeros(*lead, *p.shape, device=device, dtype=dtype)
                        for n, p in W.items()}
         self.update = guide.update
-        self.adam = self.update.optimizer == "adam"
+        self.adam = any(self.update.rule(n) == "adam" for n in self.names)
         self.m = {n: torch.zeros_like(self.params[n]) for n in self.names}
         self.v = {n: torch.zeros_like(self.params[n]) for n in self.names}
         self.x = torch.zeros(*lead, batch, *x_shape, device=device, dtype=dtype)

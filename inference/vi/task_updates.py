@@ -153,8 +153,9 @@ def reduce_tasks(records: list[dict[str, Any]], acc: dict[str, torch.Tensor], *,
     ok = [r for r in records if r["ok"]]
     # [good tasks, sum of their losses]: summed over ranks with the deltas, so the logged
     # loss is the mean over *all* tasks of the step, whatever the world size
-    counts = torch.tensor([len(ok), sum(r[key] for r in ok)], dtype=torch.float64,
-                          device=device)
+    # (T = 0 inner steps: no inner loss, the logged loss is NaN)
+    counts = torch.tensor([len(ok), sum(math.nan if r[key] is None else r[key] for r in ok)],
+                          dtype=torch.float64, device=device)
     flat = torch.cat([a.reshape(-1) for a in acc.values()])
     if world > 1:
         tdist.all_reduce(flat)

@@ -1,7 +1,8 @@
 """The inner loop's update rule, one implementation for the eager and the static loop.
 
 Per parameter group (``mu``: the weights' location, ``log_sigma``: their scale, ``alpha_<cell>``:
-the architecture logits) a step size, and one rule:
+the architecture logits) a step size, and a rule (``optimizer`` for the weights,
+``arch_optimizer`` for the logits):
 
 * ``sgd``: ``p <- p - lr * g``;
 * ``adam`` (restarted for every task, bias-corrected)::
@@ -18,7 +19,7 @@ vmapped loop); both call :func:`adam_update`.
 
 Usage::
 
-    update = InnerUpdate(optimizer="adam", lr=0.03, arch_lr=0.3)
+    update = InnerUpdate(optimizer="adam", lr=0.03, arch_optimizer="sgd", arch_lr=30.0)
     state = update.init_state(params, names)
     params = update.step(params, grads, state, t=1)
 """
@@ -48,8 +49,12 @@ def adam_update(p: torch.Tensor, lr: float, m: torch.Tensor, v: torch.Tensor,
 class InnerUpdate:
     """Which parameters move in the inner loop, by how much, and by which rule.
 
-    :param optimizer: ``"adam"`` or ``"sgd"``.
+    :param optimizer: ``"adam"`` or ``"sgd"``, the rule of ``mu`` and ``log_sigma``.
     :param lr: step size of ``mu``.
+    :param arch_optimizer: the rule of the ``alpha_<cell>`` logits (``None``: ``optimizer``).
+        Adam's first step is ``lr * sign(g)`` on every coordinate, so for the logits, whose
+        gradients are small (~1e-3 per datum) and mostly noise, a restarted Adam turns noise
+        into full-size steps; plain SGD keeps their size.
     :param arch_lr: step size of the ``alpha_<cell>`` logits (``None``: ``lr`` for Adam,
         ``10 * lr`` for SGD).
     :param scale_lr: step size of ``log_sigma`` (``None``: ``lr``).
@@ -58,6 +63,7 @@ class InnerUpdate:
 
     optimizer: str = "adam"
     lr: float = defaults.INNER_LR
+    arch_optimizer: str | None = defaults.ARCH_OPTIMIZER
     arch_lr: float | None = defaults.ARCH_LR
     scale_lr: float | None = None
     weight_posterior: str = "gaussian"
@@ -66,11 +72,20 @@ class InnerUpdate:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {OPTIMIZERS}, got "
                              f"{self.optimizer!r}")
+        if self.arch_optimizer is not None and self.arch_optimizer not in OPTIMIZERS:
+            raise ValueError(f"arch_optimizer must be None or one of {OPTIMIZERS}, got "
+                             f"{self.arch_optimizer!r}")
         for name in ("lr", "arch_lr", "scale_lr"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 label = "inner_lr" if name == "lr" else name
                 raise ValueError(f"{label} must be a finite number > 0, got {v!r}")
+
+    def rule(self, name: str) -> str:
+        """``"adam"`` or ``"sgd"``: the rule of parameter group ``name``."""
+        if name in ("mu", "log_sigma") or self.arch_optimizer is None:
+            return self.optimizer
+        return self.arch_optimizer
 
     def step_size(self, name: str) -> float:
         """The step size of parameter group ``name``."""
@@ -80,7 +95,7 @@ class InnerUpdate:
             return self.scale_lr if self.scale_lr is not None else self.lr
         if self.arch_lr is not None:
             return self.arch_lr
-        return self.lr if self.optimizer == "adam" else 10 * self.lr
+        return self.lr if self.rule(name) == "adam" else 10 * self.lr
 
     def moving(self, names: Iterable[str]) -> list[str]:
         """The parameters the inner loop moves (all but ``log_sigma`` of a delta posterior)."""
@@ -88,16 +103,15 @@ class InnerUpdate:
 
     def init_state(self, params: Mapping[str, torch.Tensor], names: Iterable[str],
                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Adam's zero moments per moving parameter (empty for SGD)."""
-        if self.optimizer != "adam":
-            return {}
-        return {n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in names}
+        """Adam's zero moments per moving parameter that Adam updates (none for SGD)."""
+        return {n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in names
+                if self.rule(n) == "adam"}
 
     def step(self, name: str, p: torch.Tensor, g: torch.Tensor,
              state: dict[str, tuple[torch.Tensor, torch.Tensor]], t: int) -> torch.Tensor:
         """The new value of ``p`` after step ``t`` (1-based); ``state`` is updated."""
         lr = self.step_size(name)
-        if self.optimizer == "sgd":
+        if self.rule(name) == "sgd":
             return p - lr * g
         b1, b2 = ADAM_BETAS
         m, v = state[name]
@@ -111,7 +125,7 @@ class InnerUpdate:
         """:meth:`step` on static buffers: ``m`` and ``v`` are updated in place, the bias
         corrections ``bc = 1 - beta^t`` are tensors; returns the new value (not written)."""
         lr = self.step_size(name)
-        if self.optimizer == "sgd":
+        if self.rule(name) == "sgd":
             return p - lr * g
         b1, b2 = ADAM_BETAS
         m.mul_(b1).add_(g, alpha=1 - b1)
