@@ -12,10 +12,10 @@ from ``meta_lr`` to ``meta_lr * meta_lr_final`` over ``total_steps``.
 ``arch_decay = kappa > 0`` puts a Gaussian hyperprior ``alpha ~ N(0, 1 / kappa)`` on the
 architecture logits of ``W``: the default optimizer's step on them becomes the MAP step
 ``alpha <- alpha + lambda_e * (mean_c(phi_c^T) - alpha - kappa * alpha)`` (SGD's
-``weight_decay``). Without it the Reptile step is a random walk plus drift whose positive
-feedback (the prior's favourite op gets the most weight training, so tasks favour it more)
-collapses every edge onto one op; with it a logit settles where the tasks' mean pull equals
-``kappa * alpha``, so the prior keeps mass on ops that only some families use.
+``weight_decay``). Without it the Reptile step on the logits is a random walk plus a drift
+with positive feedback (the prior's favourite op gets the most weight training, so tasks favour
+it more), which can drive edges onto one op; with it a logit settles where the tasks' mean pull
+equals ``kappa * alpha``, so the prior keeps mass on ops that only some tasks use.
 
 ``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
 through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
