@@ -153,7 +153,8 @@ class MetaConfig(Config):
         defaults.ARCH_OPTIMIZER,
         "inner optimizer of the architecture logits (null: inner_optimizer); a restarted "
         "Adam's first steps are lr * sign(gradient), so small noisy logit gradients make "
-        "full-size steps, SGD keeps their size",
+        "full-size steps, SGD keeps their size (the logits' gradients are ~1e-3 per datum: "
+        "give sgd an --arch-lr of 30-100, not Adam's 0.3)",
         choices=("adam", "sgd"),
     )
     inner_batch: int = option(defaults.INNER_BATCH, "support minibatch per inner step")
