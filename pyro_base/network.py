@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_base.cpu_conv import channels_last, set_fast_path
+from pyro_base.cpu_conv import channels_last, channels_last_grad, set_fast_path
 from pyro_base.genotype import Genotype
 from pyro_base.ops import FactorizedReduce, ReLUConvBN, make_op
 
@@ -56,7 +56,13 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class Cell(nn.Module):
-    """One discrete cell; ``forward(s0, s1, drop_prob)`` returns the concatenated nodes."""
+    """One discrete cell; ``forward(s0, s1, drop_prob)`` returns the concatenated nodes.
+
+    ``fast``: on a CPU, the cell's states hand their gradients back channels-last
+    (:func:`~pyro_base.cpu_conv.channels_last_grad`).
+    """
+
+    fast: bool = True
 
     def __init__(self, genotype: Genotype, *, C_prev_prev: int, C_prev: int, C: int,
                  reduction: bool, reduction_prev: bool) -> None:
@@ -75,7 +81,8 @@ class Cell(nn.Module):
         )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        keep = channels_last_grad if self.fast else (lambda t: t)
+        states = [keep(self.preprocess0(s0)), keep(self.preprocess1(s1))]
         for i in range(len(self._ops) // 2):
             total = 0
             for p in (2 * i, 2 * i + 1):
@@ -84,7 +91,7 @@ class Cell(nn.Module):
                 if self.training and drop_prob > 0.0 and not isinstance(op, nn.Identity):
                     h = drop_path(h, drop_prob)
                 total = total + h
-            states.append(total)
+            states.append(keep(total))
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 
@@ -222,6 +229,8 @@ class Network(nn.Module):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self._aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
+        if self.cpu_fast:
+            s1 = channels_last_grad(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return logits, logits_aux
 

@@ -40,7 +40,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from pyro_base.cpu_conv import channels_last, set_fast_path
+from pyro_base.cpu_conv import (
+    channels_last,
+    channels_last_grad,
+    is_channels_last,
+    set_fast_path,
+)
 from pyro_base.ops import POOL_OPS, FactorizedReduce, ReLUConvBN, ReLUFirst, SepConv, make_op
 from pyro_base.search_space import CELL_TYPES, SearchSpace
 
@@ -72,19 +77,67 @@ class MixedOp(nn.Module):
         if not (self.fast and h.device.type == "cpu"):
             return sum(w[k] * self.ops[k](h) for k in ks)  # type: ignore[return-value]
         ks = [k for k in ks if not self._zero[k]] or list(ks)
-        r, out = None, None
+        r, ys = None, []
         for k in ks:
             op = self.ops[k]
-            if isinstance(op, ReLUFirst | SepConv):
-                r = torch.relu(h) if r is None else r
-                y = op.after_relu(r)
+            if isinstance(op, ReLUFirst | SepConv | FactorizedReduce):
+                r = channels_last_grad(torch.relu(h)) if r is None else r
+                ys.append(op.after_relu(r))
             else:
-                y = op(h)
-            out = w[k] * y if out is None else torch.addcmul(out, y, w[k])
-        return out  # type: ignore[return-value]
+                ys.append(op(h))
+        return weighted_sum(w, ks, ys)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``sum_i w[ks[i]] * ys[i]``; the backward gives ``w`` its gradient as one row
+    (``<g, y_i>`` as dot products) instead of one ``select`` and one reduction per term."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, ks: tuple[int, ...],  # type: ignore[override]
+                *ys: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w, *ys)
+        ctx.ks = ks
+        out = ys[0] * w[ks[0]]
+        for k, y in zip(ks[1:], ys[1:], strict=True):
+            out = torch.addcmul(out, y, w[k])
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[no-untyped-def,override]
+        w, *ys = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[0]:
+            gw = torch.zeros_like(w).index_put((torch.tensor(ctx.ks),),
+                                               torch.stack([_dot(g, y) for y in ys]))
+        gys = [g * w[k] if need else None
+               for k, need in zip(ctx.ks, ctx.needs_input_grad[2:], strict=True)]
+        return (gw, None, *gys)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum()``; one BLAS dot product when both have the same dense layout."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    if a.ndim == 4 and is_channels_last(a) and is_channels_last(b):
+        return torch.dot(a.permute(0, 2, 3, 1).reshape(-1), b.permute(0, 2, 3, 1).reshape(-1))
+    return (a * b).sum()
+
+
+def weighted_sum(w: torch.Tensor, ks: list[int], ys: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i w[ks[i]] * ys[i]`` for the op outputs ``ys`` of one edge (same shape, same
+    layout); a custom backward on a CPU, the plain sum elsewhere or inside ``torch.func``."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if w.device.type != "cpu" or wrapped(w) or any(wrapped(y) for y in ys):
+        return sum(w[k] * y for k, y in zip(ks, ys, strict=True))  # type: ignore[return-value]
+    return _WeightedSum.apply(w, tuple(ks), *ys)
 
 
 class SearchCell(nn.Module):
+    """One cell of the supernet; ``fast``: node states hand their gradients back channels-last
+    (:func:`~pyro_base.cpu_conv.channels_last_grad`)."""
+
+    fast: bool = True
+
     def __init__(self, space: SearchSpace, C_pp: int, C_p: int, C: int, reduction: bool,
                  reduction_prev: bool) -> None:
         super().__init__()
@@ -104,6 +157,8 @@ class SearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, z: torch.Tensor,
                 active: list[list[int]] | None) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.fast:
+            states = [channels_last_grad(s) for s in states]
         e = 0
         for i in range(self.nodes):
             terms = []
@@ -113,7 +168,8 @@ class SearchCell(nn.Module):
                     terms.append(self.edges[e](states[j], z[e], act))
                 e += 1
             if terms:
-                states.append(sum(terms))  # type: ignore[arg-type]
+                node = sum(terms)
+                states.append(channels_last_grad(node) if self.fast else node)  # type: ignore[arg-type]
             else:  # every edge into this node is exactly zero
                 states.append(_zeros_like_node(states, self.reduction))
         return torch.cat(states[2:], dim=1)
@@ -188,6 +244,8 @@ class SuperNet(nn.Module):
         for cell in self.cells:
             kind = CELL_TYPES[1] if cell.reduction else CELL_TYPES[0]
             s0, s1 = s1, cell(s0, s1, z[kind], None if active is None else active[kind])
+        if self.cpu_fast:
+            s1 = channels_last_grad(s1)
         out = nn.functional.adaptive_avg_pool2d(s1, 1).flatten(1)
         return self.classifier(out)
 

@@ -4,13 +4,21 @@ op's shared ReLU): outputs and gradients equal the stock path's to float roundin
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from pyro_base.cpu_conv import DepthwiseConv2d, PointwiseConv2d, channels_last, set_fast_path
+from pyro_base.cpu_conv import (
+    DepthwiseConv2d,
+    PointwiseConv2d,
+    channels_last,
+    channels_last_grad,
+    set_fast_path,
+    subsample,
+)
 from pyro_base.genotype import get_genotype
 from pyro_base.network import Network
-from pyro_base.ops import DARTS_OPS
+from pyro_base.ops import DARTS_OPS, FactorizedReduce
 from pyro_base.search_space import SearchSpace
-from pyro_base.supernet import ParamSpec, SuperNet, functional_forward
+from pyro_base.supernet import ParamSpec, SuperNet, functional_forward, weighted_sum
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 
@@ -173,3 +181,123 @@ def test_same_depthwise_is_twice_differentiable(dilation):
     fn = lambda x, w: torch.func.functional_call(conv, {"weight": w}, (x,))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w))
     assert torch.autograd.gradgradcheck(fn, (x, w))
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_subsample_picks_the_pixels_and_keeps_the_layout(offset):
+    """``subsample`` is ``x[:, :, o::2, o::2]``; its gradient is the scatter back, and it and
+    the forward stay channels-last; twice differentiable (second-order MAML)."""
+    torch.manual_seed(3)
+    x = channels_last(torch.randn(2, 3, 6, 6, dtype=torch.float64)).requires_grad_()
+    y = subsample(x, offset)
+    assert torch.equal(y, x[:, :, offset::2, offset::2])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    g = channels_last(torch.randn(y.shape, dtype=torch.float64))
+    (gx,) = torch.autograd.grad(y, x, g)
+    expected = torch.zeros_like(x)
+    expected[:, :, offset::2, offset::2] = g
+    assert torch.equal(gx, expected)
+    assert gx.is_contiguous(memory_format=torch.channels_last)
+    fn = lambda x: subsample(x, offset)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    plain = torch.randn(2, 3, 6, 6)  # the default layout: a plain slice
+    assert torch.equal(subsample(plain, offset), plain[:, :, offset::2, offset::2])
+
+
+def test_channels_last_grad_is_the_identity_with_a_channels_last_gradient():
+    x = channels_last(torch.randn(2, 3, 5, 5, dtype=torch.float64)).requires_grad_()
+    y = channels_last_grad(x)
+    assert torch.equal(y, x)
+    g = torch.randn(y.shape, dtype=torch.float64)  # the default layout
+    (gx,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(gx, g) and gx.is_contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradgradcheck(channels_last_grad, (x,))
+    plain = torch.randn(2, 3, 5, 5, requires_grad=True)
+    assert channels_last_grad(plain) is plain  # nothing to keep
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_fast_equals_stock(size):
+    """Even and odd pixels as matrix products (odd sizes are padded first) == the strided
+    1x1 convolutions, in float64, values and gradients of input and both weights."""
+    torch.manual_seed(4)
+    fast = FactorizedReduce(6, 8, affine=False, track=False).double()
+    stock = FactorizedReduce(6, 8, affine=False, track=False).double()
+    stock.load_state_dict(fast.state_dict())
+    set_fast_path(stock, False)
+    x = channels_last(torch.randn(3, 6, size, size, dtype=torch.float64))
+    w1, w2 = fast.conv_1.weight, fast.conv_2.weight
+
+    def run(m):
+        return _grads(lambda x, a, b: torch.func.functional_call(
+            m, {"conv_1.weight": a, "conv_2.weight": b}, (x,)), x, w1, w2)
+
+    (out_f, g_f), (out_s, g_s) = run(fast), run(stock)
+    assert out_f.shape == (3, 8, (size + 1) // 2, (size + 1) // 2)
+    torch.testing.assert_close(out_f, out_s, **TOL)
+    for a, b in zip(g_f, g_s, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+class _MixedLayouts(TorchDispatchMode):
+    """Counts elementwise kernels that meet tensors whose strides are ordered differently
+    (channels innermost, and not)."""
+
+    OPS = ("threshold_backward", "add.Tensor", "add_.Tensor", "mul.Tensor",
+           "native_batch_norm_backward", "addcmul")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if any(op in name for op in self.OPS):
+            ts = [a for a in args if isinstance(a, torch.Tensor) and a.ndim == 4
+                  and a.shape[1] > 1 and a.shape[-1] * a.shape[-2] > 1]
+            cl = {t.stride(1) < t.stride(3) for t in ts}  # channels innermost or not
+            if len(cl) > 1:
+                self.seen.append(f"{name} {[tuple(t.stride()) for t in ts]}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("model", ["supernet", "network"])
+def test_backward_stays_channels_last(model):
+    """No elementwise kernel of the forward or backward mixes the two layouts (PyTorch's
+    mixed-stride fallback is 10-40x slower on a CPU): the fast path's speed, as a property."""
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 16, 16)
+    if model == "supernet":
+        space = _space(16)
+        net = SuperNet(space)
+        z = {c: t.float() for c, t in _z(space, "relaxed", 1).items()}
+        run = lambda: net(x, z)  # noqa: E731
+    else:
+        net = Network(get_genotype("DARTS_V2"), C=4, n_classes=3, layers=3)
+        run = lambda: net(x)[0]  # noqa: E731
+    with _MixedLayouts() as mode:
+        run().square().sum().backward()
+    assert mode.seen == []
+
+
+def test_weighted_sum_gradients_and_second_order():
+    """The mixed op's sum with its custom backward: ``w`` gets ``<g, y_k>`` on the summed
+    ops and 0 elsewhere; gradcheck and gradgradcheck in float64 (second-order MAML)."""
+    torch.manual_seed(6)
+    w = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    ys = [channels_last(torch.randn(2, 3, 4, 4, dtype=torch.float64)).requires_grad_()
+          for _ in range(3)]
+    ks = [0, 2, 3]
+    out = weighted_sum(w, ks, ys)
+    torch.testing.assert_close(out, sum(w[k] * y for k, y in zip(ks, ys, strict=True)), **TOL)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    for g_layout in (g, channels_last(g)):  # the plain sum, and the dot of the two layouts
+        (gw,) = torch.autograd.grad(out, w, g_layout, retain_graph=True)
+        expected = torch.zeros(5, dtype=torch.float64)
+        for k, y in zip(ks, ys, strict=True):
+            expected[k] = (g * y).sum()
+        torch.testing.assert_close(gw, expected, **TOL)
+    fn = lambda w, *ys: weighted_sum(w, ks, list(ys))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (w, *ys))
+    assert torch.autograd.gradgradcheck(fn, (w, *ys))
