@@ -8,13 +8,17 @@ from the untrained ``W`` on held-out tasks of the family at the same step count.
 
 The inner loop uses the main job's defaults (Adam 0.03 on the weights, 0.3 on the
 architecture logits). A control family, colour (every op ties there), shows that the preference
-is the family's and not a bias of the op set: the same run on colour tasks does not move
-``dil_conv_5x5`` above the others. Measured (80 meta-steps, ~40-70 s each on one thread):
-P(max_pool, skip, dil_conv_5x5) in the normal cell 0.00 / 0.40 / 0.60 on dilated motif,
-0.19 / 0.40 / 0.40 on colour.
+is the family's and not a bias of the op set: the same run (same seed, same ``W_0``) on colour
+tasks ends with less mass on ``dil_conv_5x5`` than on dilated motif. The control is paired
+because the colour run's end point is itself a coin flip between ops: which op it settles on
+changes with float rounding alone. Measured (80 meta-steps, ~40-70 s each on one thread),
+P(max_pool, skip, dil_conv_5x5) in the normal cell, dilated motif / colour: 0.01 / 0.26 / 0.73
+against 0.00 / 0.40 / 0.60 (the CPU fast path), 0.00 / 0.18 / 0.82 against 0.00 / 0.59 / 0.41
+(the stock modules), and an earlier fast path 0.00 / 0.40 / 0.60 against 0.19 / 0.40 / 0.40.
 """
 
 import numpy as np
+import pytest
 import torch
 
 from pyro_base.inference.vi.adapt import adapt
@@ -50,16 +54,23 @@ def _meta_train(family: str, steps: int = 80):
     return tasks, model, guide, result, probs
 
 
-def test_control_family_learns_no_dilated_preference():
-    *_, probs = _meta_train("colour")
-    assert float(probs[OPS.index("dil_conv_5x5")]) < 0.5, probs
+@pytest.fixture(scope="module")
+def dilated_run():
+    return _meta_train("dilated_motif")
 
 
-def test_single_family_meta_training_learns_the_family_op_and_a_better_start():
-    tasks, model, guide, result, probs = _meta_train("dilated_motif")
+def test_control_family_puts_less_mass_on_the_dilated_op(dilated_run):
+    *_, control = _meta_train("colour")
+    *_, probs = dilated_run
+    dil = OPS.index("dil_conv_5x5")
+    assert float(probs[dil]) > float(control[dil]) + 0.05, (probs, control)
+
+
+def test_single_family_meta_training_learns_the_family_op_and_a_better_start(dilated_run):
+    tasks, model, guide, result, probs = dilated_run
     assert np.mean(result.losses[-10:]) < np.mean(result.losses[:10]) - 0.1
     assert OPS[int(probs.argmax())] == "dil_conv_5x5", probs
-    assert float(probs[OPS.index("dil_conv_5x5")]) > 0.5  # uniform is 1/3; colour's 0.40
+    assert float(probs[OPS.index("dil_conv_5x5")]) > 0.5  # uniform is 1/3
 
     untrained, untrained_guide = _model_and_guide(SPACE)
     accuracy = {"meta": [], "untrained": []}
