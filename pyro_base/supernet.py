@@ -57,6 +57,9 @@ class MixedOp(nn.Module):
     for every op that starts with a ReLU, the ``none`` op (zero) left out of the sum unless it
     is the only term, and the products accumulated with ``addcmul``. Equal to the plain sum to
     float rounding (``0 * op(h)`` contributes nothing, and its gradient is zero either way).
+    The parameter-free ops (pooling with a BatchNorm without affine weights or running
+    statistics) give the same output on every edge that reads the same state: ``shared``
+    holds them per state, so the cell computes them once.
     """
 
     fast: bool = True
@@ -71,8 +74,10 @@ class MixedOp(nn.Module):
             layers.append(op)
         self.ops = nn.ModuleList(layers)
         self._zero = tuple(name == "none" for name in ops)
+        self._shareable = tuple(name in POOL_OPS and not track for name in ops)
 
-    def forward(self, h: torch.Tensor, w: torch.Tensor, active: list[int] | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, w: torch.Tensor, active: list[int] | None,
+                shared: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         ks = range(len(self.ops)) if active is None else active
         if not (self.fast and h.device.type == "cpu"):
             return sum(w[k] * self.ops[k](h) for k in ks)  # type: ignore[return-value]
@@ -83,6 +88,10 @@ class MixedOp(nn.Module):
             if isinstance(op, ReLUFirst | SepConv | FactorizedReduce):
                 r = channels_last_grad(torch.relu(h)) if r is None else r
                 ys.append(op.after_relu(r))
+            elif shared is not None and self._shareable[k]:
+                if k not in shared:
+                    shared[k] = op(h)
+                ys.append(shared[k])
             else:
                 ys.append(op(h))
         return weighted_sum(w, ks, ys)
@@ -134,7 +143,8 @@ def weighted_sum(w: torch.Tensor, ks: list[int], ys: list[torch.Tensor]) -> torc
 
 class SearchCell(nn.Module):
     """One cell of the supernet; ``fast``: node states hand their gradients back channels-last
-    (:func:`~pyro_base.cpu_conv.channels_last_grad`)."""
+    (:func:`~pyro_base.cpu_conv.channels_last_grad`), and the edges reading one state share
+    its parameter-free ops (:class:`MixedOp`)."""
 
     fast: bool = True
 
@@ -159,13 +169,15 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         if self.fast:
             states = [channels_last_grad(s) for s in states]
+        shared: list[dict[int, torch.Tensor]] = [{} for _ in range(self.nodes + 2)]
         e = 0
         for i in range(self.nodes):
             terms = []
             for j in range(i + 2):
                 act = None if active is None else active[e]
                 if act is None or act:
-                    terms.append(self.edges[e](states[j], z[e], act))
+                    terms.append(self.edges[e](states[j], z[e], act,
+                                               shared[j] if self.fast else None))
                 e += 1
             if terms:
                 node = sum(terms)

@@ -301,3 +301,20 @@ def test_weighted_sum_gradients_and_second_order():
     fn = lambda w, *ys: weighted_sum(w, ks, list(ys))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (w, *ys))
     assert torch.autograd.gradgradcheck(fn, (w, *ys))
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_edges_reading_one_state_share_its_pooling(track):
+    """Pooling + BatchNorm without weights or running statistics is the same on every edge
+    that reads a state: computed once per state (3 of the 5 normal edges, 2 of the 4 strided
+    reduction edges + 1); with running statistics every edge keeps its own."""
+    space = SearchSpace.preset("cpu", track_running_stats=track)
+    net = SuperNet(space)
+    calls = []
+    for cell in net.cells:
+        for edge in cell.edges:
+            for k in (DARTS_OPS.index("max_pool_3x3"), DARTS_OPS.index("avg_pool_3x3")):
+                edge.ops[k].register_forward_hook(lambda *_: calls.append(1))
+    z = {c: torch.full(space.z_shape, 1 / space.n_ops) for c in space.cell_types}
+    net(torch.randn(2, 3, 16, 16), z)
+    assert len(calls) == (2 * (5 + 5) if track else 2 * (3 + 3))
