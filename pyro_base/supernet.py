@@ -43,6 +43,7 @@ from torch.func import functional_call
 from pyro_base.cpu_conv import (
     channels_last,
     channels_last_grad,
+    in_functorch,
     is_channels_last,
     set_fast_path,
 )
@@ -135,8 +136,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def weighted_sum(w: torch.Tensor, ks: list[int], ys: list[torch.Tensor]) -> torch.Tensor:
     """``sum_i w[ks[i]] * ys[i]`` for the op outputs ``ys`` of one edge (same shape, same
     layout); a custom backward on a CPU, the plain sum elsewhere or inside ``torch.func``."""
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    if w.device.type != "cpu" or wrapped(w) or any(wrapped(y) for y in ys):
+    if w.device.type != "cpu" or in_functorch(w, *ys):
         return sum(w[k] * y for k, y in zip(ks, ys, strict=True))  # type: ignore[return-value]
     return _WeightedSum.apply(w, tuple(ks), *ys)
 

@@ -318,3 +318,22 @@ def test_edges_reading_one_state_share_its_pooling(track):
     z = {c: torch.full(space.z_shape, 1 / space.n_ops) for c in space.cell_types}
     net(torch.randn(2, 3, 16, 16), z)
     assert len(calls) == (2 * (5 + 5) if track else 2 * (3 + 3))
+
+
+def test_torch_func_grad_through_the_fast_path():
+    """``torch.func.grad`` (no ``vmap``) over the fast supernet: the custom autograd functions
+    step aside inside the transform, and the gradient equals plain autograd's."""
+    space = _space(16)
+    torch.manual_seed(0)
+    net = SuperNet(space).double()
+    spec = ParamSpec.from_module(net)
+    theta = spec.flatten(dict(net.named_parameters())).detach()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    z = _z(space, "relaxed", 2)
+
+    def loss(t):
+        return functional_forward(net, spec, t, x, z).square().sum()
+
+    transformed = torch.func.grad(loss)(theta)
+    (plain,) = torch.autograd.grad(loss(theta.requires_grad_()), theta)
+    torch.testing.assert_close(transformed, plain, **TOL)
