@@ -52,7 +52,7 @@ from pyro_base.search_space import CELL_TYPES, SearchSpace
 
 
 class MixedOp(nn.Module):
-    """All ops of the space on one edge; ``forward(h, w, active)`` sums ``w[k] * op_k(h)``.
+    """All ops of the space on one edge; ``forward(h, w, active, shared)`` sums ``w[k] * op_k(h)``.
 
     With ``fast`` on a CPU the same sum is computed with less memory traffic: ``relu(h)`` once
     for every op that starts with a ReLU, the ``none`` op (zero) left out of the sum unless it
