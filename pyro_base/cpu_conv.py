@@ -135,11 +135,11 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         path = self._path(x) if _fast_here(self, x) else "stock"
+        if path == "same" and in_functorch(x, self.weight):
+            path = "stock"  # the same kernel; the custom backward cannot run in torch.func
         p, d = self.padding[0], self.dilation[0]
-        if path == "same" and not in_functorch(x, self.weight):
+        if path == "same":
             return _SameDepthwise.apply(x, self.weight, p, d)
-        if path == "same":  # the same kernel, autograd's backward
-            return super().forward(x)
         if path == "stock":
             return super().forward(x)
         if path == "even":
