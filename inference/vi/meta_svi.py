@@ -17,6 +17,14 @@ with positive feedback (the prior's favourite op gets the most weight training, 
 it more), which can drive edges onto one op; with it a logit settles where the tasks' mean pull
 equals ``kappa * alpha``, so the prior keeps mass on ops that only some tasks use.
 
+``arch_update="mixture"`` (Reptile) replaces the step on the logits by the empirical-Bayes (EM)
+update of a categorical prior: the prior's op probabilities move toward the *mean of the tasks'
+adapted op probabilities*, ``log_softmax(alpha) <- log_softmax(alpha) + lambda_e *
+(log mean_c softmax(phi_c^T) - log_softmax(alpha))``. The logit mean of Reptile is a product
+of the tasks' posteriors (an op that one task dislikes is suppressed for all) and its noise is
+a random walk that ends on one op; the mean of probabilities is a mixture: noise that points
+different ways per task flattens it, and it sharpens only where the tasks agree.
+
 ``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
 through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
 full second order) and averages over tasks.
@@ -64,6 +72,7 @@ from pyro_base.inference.vi.static_loop import check_dense_ok
 from pyro_base.inference.vi.task_updates import (
     StepContext,
     batched_updates,
+    mixture_delta,
     reduce_tasks,
     task_update,
 )
@@ -78,6 +87,7 @@ from pyro_base.tasks.base import Task, TaskDistribution
 log = logging.getLogger(__name__)
 
 MODES = ("reptile", "maml")
+ARCH_UPDATES = ("reptile", "mixture")
 NAN_POLICIES = ("stop", "skip")
 
 
@@ -101,6 +111,9 @@ class MetaSVI:
         see the module docstring.
     :param arch_decay: ``kappa``, the precision of the Gaussian hyperprior on the architecture
         logits (see the module docstring); used by the default optimizer only.
+    :param arch_update: the meta-step of the architecture logits (Reptile mode):
+        ``"reptile"``, the mean of the adapted logits, or ``"mixture"``, the mean of the adapted
+        op probabilities (see the module docstring).
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
@@ -118,9 +131,13 @@ class MetaSVI:
                  temperature: float | TemperatureSchedule | None = None, nan_policy: str = "stop",
                  max_bad_steps: int = 3, seed: int = 0, log_query: bool = True,
                  batch_tasks: bool = False, meta_head: bool = True,
-                 arch_decay: float = defaults.ARCH_DECAY) -> None:
+                 arch_decay: float = defaults.ARCH_DECAY,
+                 arch_update: str = defaults.ARCH_UPDATE) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if arch_update not in ARCH_UPDATES or (arch_update == "mixture" and mode != "reptile"):
+            raise ValueError(f"arch_update must be one of {ARCH_UPDATES} ('mixture' with "
+                             f"mode='reptile' only), got {arch_update!r} with mode={mode!r}")
         if inner_grad not in ORDERS[1:]:
             raise ValueError(f"inner_grad must be 'first' or 'second', got {inner_grad!r}")
         if tasks_per_step < 1:
@@ -150,6 +167,7 @@ class MetaSVI:
         self.meta_lr_final = meta_lr_final
         self.total_steps = total_steps
         self.arch_decay = arch_decay
+        self.arch_update = arch_update
         self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay)
         self.tasks_per_step = tasks_per_step
         self.mode = mode
@@ -220,7 +238,8 @@ class MetaSVI:
         mine = [(c, task.to(device)) for c, task in enumerate(tasks) if c % world == rank]
         ctx = StepContext(model=self.model, guide=self.guide, mode=self.mode,
                           inner_grad=self.inner_grad, seed=self.seed, log_query=self.log_query,
-                          step=step, tau=tau, acc=acc, deltas=self._deltas, on_bad=self._bad)
+                          step=step, tau=tau, acc=acc, deltas=self._deltas, on_bad=self._bad,
+                          arch_update=self.arch_update)
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
             per_task = batched_updates(ctx, mine)
@@ -239,6 +258,8 @@ class MetaSVI:
             return metrics
         self._bad_streak = 0
         scale = len(tasks) / good if self.mode == "maml" else 1.0 / good
+        if self.arch_update == "mixture":
+            flat = self._mixture(W, flat, good)
         self._apply(W, flat, scale)
         self.step_count += 1
         self.losses.append(metrics["loss"])
@@ -259,6 +280,19 @@ class MetaSVI:
                 f"{self._bad_streak} consecutive meta-steps with only non-finite task "
                 f"losses, ending at step {step} (tasks {[r['task'] for r in per_task]}); "
                 f"last finite loss {self._last_finite}")
+
+    @staticmethod
+    def _mixture(W: dict[str, torch.Tensor], flat: torch.Tensor, good: int) -> torch.Tensor:
+        """``flat`` with each logit block's summed op probabilities replaced by
+        :func:`mixture_delta` (times ``good``, as the other blocks' summed deltas)."""
+        flat, offset = flat.clone(), 0
+        for n, p in W.items():
+            k = p.numel()
+            if n.startswith("alpha_"):
+                flat[offset:offset + k] = mixture_delta(
+                    p.detach(), flat[offset:offset + k].view_as(p), good).reshape(-1)
+            offset += k
+        return flat
 
     def _apply(self, W: dict[str, torch.Tensor], flat: torch.Tensor, scale: float) -> None:
         """Set ``W``'s gradients to ``scale * flat`` (the head's zero unless meta-learned) and

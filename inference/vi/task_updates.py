@@ -5,7 +5,9 @@ from ``W`` (seeded by :func:`~pyro_base.inference.vi.meta_common.task_seed`) and
 tasks' contributions into ``acc``, by name of ``W``:
 
 * ``mode="reptile"``: ``W - phi_c^T`` (and, with ``log_query``, the adapted posterior's
-  per-datum negative ELBO on one support-sized query batch, as a metric);
+  per-datum negative ELBO on one support-sized query batch, as a metric); with
+  ``arch_update="mixture"`` the architecture logits contribute the adapted op probabilities
+  ``softmax(phi_c^T)`` instead (:func:`mixture_delta` turns their sum into the step);
 * ``mode="maml"``: the gradient with respect to ``W`` of the query loss divided by the step's
   number of tasks.
 
@@ -53,6 +55,7 @@ class StepContext:
     :param acc: the summed contributions, by name of ``W`` (added to in place).
     :param deltas: each good task's contribution, appended in order (for the agreement metric).
     :param on_bad: called as ``on_bad(step, task, inner_losses)`` for a non-finite task.
+    :param arch_update: ``"reptile"`` (logit deltas) or ``"mixture"`` (op probabilities).
     """
 
     model: BASEModel
@@ -66,6 +69,7 @@ class StepContext:
     acc: dict[str, torch.Tensor]
     deltas: list[dict[str, torch.Tensor]]
     on_bad: Callable[[int, Task, list[float]], None]
+    arch_update: str = "reptile"
 
 
 def task_update(ctx: StepContext, task: Task, c: int, n_tasks: int) -> dict[str, Any]:
@@ -131,7 +135,10 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
             delta = {n: (p.detach() - post.params[n]).detach()
                      for n, p in ctx.model.W.named_tensors().items()}
             for n, d in delta.items():
-                ctx.acc[n].add_(d)
+                if ctx.arch_update == "mixture" and n.startswith("alpha_"):
+                    ctx.acc[n].add_(post.params[n].detach().softmax(-1))
+                else:
+                    ctx.acc[n].add_(d)
             ctx.deltas.append(delta)
         if ok and ctx.log_query:  # a monitoring metric: one support-sized query batch
             b = ctx.guide.batch_size or xq.shape[0]
@@ -143,6 +150,16 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
     if not ok:
         ctx.on_bad(ctx.step, task, losses)
     return rec
+
+
+def mixture_delta(alpha: torch.Tensor, prob_sum: torch.Tensor, good: int) -> torch.Tensor:
+    """The mixture (empirical-Bayes) step of architecture logits ``alpha`` [..., ops], times
+    ``good``: ``good * (log_softmax(alpha) - log(prob_sum / good))``, where ``prob_sum`` sums
+    the ``good`` tasks' adapted op probabilities. With ``W.grad`` set to it over ``good``,
+    ``SGD(lr=1)`` moves the prior's log-probabilities onto the log of the tasks' mean
+    posterior, the EM update of a categorical prior; a smaller ``lr`` moves part way."""
+    target = (prob_sum / good).clamp_min(torch.finfo(prob_sum.dtype).tiny).log()
+    return good * (alpha.log_softmax(-1) - target)
 
 
 def reduce_tasks(records: list[dict[str, Any]], acc: dict[str, torch.Tensor], *, mode: str,
