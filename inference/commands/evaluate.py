@@ -1,24 +1,39 @@
-"""Paired held-out evaluation of a finished meta-training run: meta-trained W against W_0.
+r"""Paired held-out evaluation of finished meta-training runs: meta-trained W against W_0.
 
 Usage::
 
     python scripts/evaluate.py runs/my_run                      # 20 tasks per family
     python scripts/evaluate.py runs/my_run --tasks-per-family 5 --steps 0 10 20 --progress
     python scripts/evaluate.py runs/my_run --workers 4 --arms meta untrained
+    # a configuration, not a run: several seeds pooled, and against a baseline configuration
+    python scripts/evaluate.py runs/b_s0 runs/b_s1 runs/b_s2 --baseline runs/a_s0 runs/a_s1 \
+        runs/a_s2 --reuse --out runs/b_vs_a
 
 Adapts every arm (meta-trained ``W``, the untrained ``W_0``, and the meta-trained weights with
 uniform architecture logits) to the same held-out tasks with the same seeds, writes
 ``RUN_DIR/evaluation/evaluation.json`` and ``curves.png``, and prints a markdown summary
 (mean query accuracy per arm, paired gains with 95% bootstrap intervals). See
 :mod:`pyro_base.inference.evaluate.paired`.
+
+Several ``RUN_DIR``\ s (meta-training seeds of one configuration) are evaluated one by one and
+pooled: gains over runs x tasks with a two-level bootstrap interval (runs, then tasks).
+``--baseline RUN_DIR ...`` (runs of another configuration with the same seeds) adds the paired
+difference of the meta-prior's accuracy, candidate minus baseline, per seed and task.
+``--reuse`` reads a run's existing ``evaluation/evaluation.json`` instead of evaluating again
+when it used the same seed and covers the arms, step counts and tasks asked for. ``--out DIR``
+writes ``pooled.json`` (and ``comparison.json``). See
+:mod:`pyro_base.inference.evaluate.pooled`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 # pyro_base.inference.evaluate.paired.ARMS
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch")
@@ -29,8 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="run directory of scripts/meta_svi.py (config.yaml, checkpoint.pt)")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                   help="run directory of scripts/meta_svi.py (config.yaml, checkpoint.pt); "
+                        "several: runs (seeds) of one configuration, pooled")
+    p.add_argument("--baseline", metavar="RUN_DIR", nargs="+", default=None,
+                   help="runs of a baseline configuration with the same seeds: the paired "
+                        "difference of the meta-prior's accuracy, RUN_DIRs minus these")
+    p.add_argument("--reuse", action="store_true",
+                   help="read a run's existing evaluation.json when it covers the tasks, arms "
+                        "and step counts asked for with the same --seed")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write pooled.json (several runs) and comparison.json (--baseline)")
     p.add_argument("--tasks-per-family", type=int, default=20,
                    help="held-out (test split) tasks per task family")
     p.add_argument("--steps", type=int, nargs="+", default=[0, 5, 10, 20, 40, 80],
@@ -50,27 +74,77 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _covers(data: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether an existing evaluation holds what ``args`` asks for."""
+    s = data.get("settings", {})
+    counts = [sum(t["family"] == f for t in data.get("tasks", [])) for f in s.get("families", [])]
+    return (s.get("seed") == args.seed and set(args.arms) <= set(s.get("arms", []))
+            and set(args.steps) <= set(s.get("steps", [])) and bool(counts)
+            and min(counts) >= args.tasks_per_family)
+
+
+def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One run's evaluation (reused or computed; a computed one's summary is printed),
+    restricted to the steps and tasks asked for."""
+    from pyro_base.inference.evaluate.paired import evaluate_run, format_summary
+    from pyro_base.inference.evaluate.pooled import load_evaluation, restrict
+
+    existing = Path(run_dir) / "evaluation" / "evaluation.json"
+    if not (args.reuse and existing.is_file() and _covers(json.loads(existing.read_text()),
+                                                           args)):
+        result = evaluate_run(run_dir, tasks_per_family=args.tasks_per_family,
+                              steps=args.steps, arms=args.arms, device=args.device,
+                              seed=args.seed, n_boot=args.n_boot, progress=args.progress,
+                              workers=args.workers)
+        print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
+              f"({result.seconds:.0f} s)\n")
+    else:
+        print(f"## {run_dir}: reusing {existing}\n")
+    data = restrict(load_evaluation(run_dir), steps=sorted(set(args.steps)),
+                    tasks_per_family=args.tasks_per_family)
+    data["settings"]["arms"] = [a for a in data["settings"]["arms"] if a in args.arms]
+    return data
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     import torch  # not for --help
 
     from pyro_base.checkpoint import CheckpointError
-    from pyro_base.inference.evaluate.paired import evaluate_run, format_summary
+    from pyro_base.inference.evaluate.pooled import (
+        compare_evaluations,
+        format_comparison,
+        format_pooled,
+        pool_evaluations,
+    )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in every worker: --workers N gives the same floats as 1
     try:
-        result = evaluate_run(args.run_dir, tasks_per_family=args.tasks_per_family,
-                              steps=args.steps, arms=args.arms, device=args.device,
-                              seed=args.seed, n_boot=args.n_boot, progress=args.progress,
-                              workers=args.workers)
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a directory")
+        runs = [_evaluation(r, args) for r in args.run_dir]
+        base = [_evaluation(r, args) for r in args.baseline or []]
+        pooled = pool_evaluations(runs, n_boot=args.n_boot, seed=args.seed)
+        diff = (compare_evaluations(base, runs, n_boot=args.n_boot, seed=args.seed)
+                if base else None)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         torch.set_num_threads(threads)
-    print(format_summary(result))
-    print(f"\nwrote {result.path} ({result.seconds:.0f} s)")
+    if len(runs) > 1 or args.reuse:
+        print(format_pooled(pooled))
+    if diff is not None:
+        print("\n" + format_comparison(diff))
+    if args.out is not None:
+        from pyro_base.inference.run.runlog import RunDir
+
+        out = RunDir(args.out)
+        written = [out.write_json("pooled.json", pooled)]
+        if diff is not None:
+            written.append(out.write_json("comparison.json", diff))
+        print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 
