@@ -265,6 +265,36 @@ def test_default_inner_loop_decreases_support_loss_and_adapts():
     assert acc["adapted"] > max(acc["prior"], 1 / 3) + 0.2, acc
 
 
+def test_predictive_probs_is_pyros_predictive_in_distribution():
+    """The replayed draws average to Pyro's Predictive's mean over many samples (Monte Carlo
+    error only), a draw is one (theta, z) from q, and rows are distributions."""
+    from pyro.infer import Predictive
+
+    model = _tiny_model(init_scale=0.3)
+    guide = OptimizationEmbeddingGuide(model)
+    x, _ = _easy_task(n=6).support
+    torch.manual_seed(0)
+    post, _ = guide.adapt(x, torch.arange(6) % 3, n_classes=3, temperature=1.0, steps=3)
+    n = 150
+    torch.manual_seed(1)
+    ours = predictive_probs(model, post, x, n_classes=3, temperature=1.0, num_samples=n)
+    torch.manual_seed(2)
+    logits = Predictive(model, guide=post, num_samples=n, return_sites=["_RETURN"])(
+        x, None, n_classes=3, temperature=1.0)["_RETURN"]
+    theirs = logits.softmax(-1)
+    err = 3 * theirs.std(0) / math.sqrt(n) * math.sqrt(2)  # 3 standard errors of a difference
+    assert torch.all((ours - theirs.mean(0)).abs() < err + 1e-3), (ours, theirs.mean(0))
+    torch.testing.assert_close(ours.sum(-1), torch.ones(6))
+    assert theirs.std(0).mean() > 0.01  # the draws vary: the test is not trivially passed
+    torch.manual_seed(3)
+    one = predictive_probs(model, post, x, n_classes=3, temperature=1.0, num_samples=1)
+    torch.manual_seed(3)
+    trace = poutine.trace(post).get_trace(x, None, n_classes=3, temperature=1.0)
+    replayed = poutine.trace(poutine.replay(model, trace=trace)).get_trace(
+        x, None, n_classes=3, temperature=1.0)
+    torch.testing.assert_close(one, replayed.nodes["_RETURN"]["value"].softmax(-1))
+
+
 @pytest.mark.parametrize("elbo_impl", ["pyro", "functional", "graph"])
 def test_arch_optimizer_sgd_steps_the_logits_by_their_gradient(elbo_impl):
     """Adam on the weights, plain SGD on the logits: one step by hand, in float64."""

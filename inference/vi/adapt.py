@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from pyro.infer import Predictive
+from pyro import poutine
 
 from pyro_base import defaults
 from pyro_base.inference.vi.guides import AdaptedPosterior, OptimizationEmbeddingGuide
@@ -44,13 +44,27 @@ class Adaptation:
 @torch.no_grad()
 def predictive_probs(model: BASEModel, posterior: AdaptedPosterior, x: torch.Tensor, *,
                      n_classes: int, temperature: float, num_samples: int = 8) -> torch.Tensor:
-    """Posterior predictive class probabilities ``[B, n_classes]`` by Pyro's ``Predictive``."""
+    """Posterior predictive class probabilities ``[B, n_classes]``,
+    ``1/S sum_s softmax f(x; theta_s, z_s)`` with ``(theta_s, z_s) ~ q``.
+
+    Each draw traces the guide and replays the model on its values (``poutine.trace`` and
+    ``poutine.replay``), as Pyro's ``Predictive(model, guide=posterior, num_samples=S,
+    return_sites=["_RETURN"])`` does per sample, but without the two extra runs of the model
+    that ``Predictive`` spends finding the plate nesting and the sites' shapes: with ``S = 4``
+    those were a third of the cost of the evaluation's predictive. The draws are the same
+    distribution; the random stream differs from ``Predictive``'s.
+    """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    pred = Predictive(model, guide=posterior, num_samples=num_samples,
-                      return_sites=["_RETURN"])
-    logits = pred(x, None, n_classes=n_classes, temperature=temperature)["_RETURN"]
-    return logits.softmax(-1).mean(0)
+    total = None
+    for _ in range(num_samples):
+        guide_trace = poutine.trace(posterior).get_trace(x, None, n_classes=n_classes,
+                                                         temperature=temperature)
+        logits = poutine.replay(model, trace=guide_trace)(x, None, n_classes=n_classes,
+                                                           temperature=temperature)
+        probs = logits.softmax(-1)
+        total = probs if total is None else total + probs
+    return total / num_samples
 
 
 def adapt(model: BASEModel, guide: OptimizationEmbeddingGuide, task: Task, *,
