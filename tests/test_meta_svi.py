@@ -83,7 +83,8 @@ def _adapted_by_hand(guide, tasks, *, seed, step, tau):
 
 
 def test_reptile_step_is_algorithm_1():
-    """W <- W + lambda * mean_c(adapted_c - W) with meta_optimizer = SGD(lr=lambda)."""
+    """W <- W + lambda * mean_c(adapted_c - W) with meta_optimizer = SGD(lr=lambda) (with
+    ``arch_update="reptile"`` for the logits too: the poster's Algorithm 1 to the letter)."""
     lam, seed, tau = 0.3, 5, 0.7
     model, guide = _setup()
     tasks = [_easy_task(1), _easy_task(2), _easy_task(3)]
@@ -93,7 +94,7 @@ def test_reptile_step_is_algorithm_1():
     expected = {n: W0[n] + lam * torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
                 for n in W0}
     svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
-                  tasks_per_step=3, temperature=tau, seed=seed)
+                  tasks_per_step=3, temperature=tau, seed=seed, arch_update="reptile")
     metrics = svi.step(tasks)
     W1 = _W(model)
     for n in W0:
@@ -111,7 +112,7 @@ def test_default_optimizer_is_sgd_with_meta_lr_and_decays():
     tasks = [_easy_task(4), _easy_task(5)]
     W0 = _W(model)
     svi = MetaSVI(model, guide, meta_lr=lam, meta_lr_final=0.1, total_steps=4,
-                  tasks_per_step=2, temperature=tau, seed=seed)
+                  tasks_per_step=2, temperature=tau, seed=seed, arch_update="reptile")
     assert [svi.lr_at(s) for s in (0, 2, 4, 9)] == pytest.approx([0.5, 0.275, 0.05, 0.05])
     adapted = _adapted_by_hand(guide, tasks, seed=seed, step=0, tau=tau)
     svi.step(tasks)
@@ -137,7 +138,7 @@ def test_arch_decay_is_the_map_step_of_a_gaussian_hyperprior_on_the_logits():
     W0 = _W(model)
     adapted = _adapted_by_hand(guide, tasks, seed=seed, step=0, tau=tau)
     svi = MetaSVI(model, guide, meta_lr=lam, tasks_per_step=2, temperature=tau, seed=seed,
-                  arch_decay=kappa)
+                  arch_decay=kappa, arch_update="reptile")
     svi.step(tasks)
     for n in W0:
         pull = torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
@@ -149,7 +150,7 @@ def test_arch_decay_is_the_map_step_of_a_gaussian_hyperprior_on_the_logits():
     guide0 = OptimizationEmbeddingGuide(model, inner_steps=0)
     a0 = model.W.alpha("normal").detach().clone()
     svi = MetaSVI(model, guide0, meta_lr=lam, meta_lr_final=1.0, tasks_per_step=1,
-                  temperature=tau, arch_decay=kappa)
+                  temperature=tau, arch_decay=kappa, arch_update="reptile")
     for _ in range(3):
         svi.step([_easy_task(8)])
     torch.testing.assert_close(model.W.alpha("normal").detach(), a0 * (1 - lam * kappa) ** 3)
@@ -208,12 +209,11 @@ def test_mixture_arch_update_contracts_noise_that_reptile_accumulates():
     torch.testing.assert_close(same.softmax(-1), phi.softmax(-1))
 
 
-def test_mixture_arch_update_needs_reptile():
+def test_arch_update_is_checked_and_maml_takes_the_query_gradient():
     model, guide = _setup()
-    with pytest.raises(ValueError, match="arch_update.*mixture.*maml"):
-        MetaSVI(model, guide, mode="maml", arch_update="mixture")
     with pytest.raises(ValueError, match="arch_update"):
         MetaSVI(model, guide, arch_update="mean")
+    assert MetaSVI(model, guide, mode="maml", arch_update="mixture").arch_update == "reptile"
 
 
 def test_user_meta_optimizer_lr_is_honoured_by_the_decay():
@@ -264,22 +264,26 @@ def test_maml_first_order_gradient_by_hand():
         torch.testing.assert_close(p.detach(), expected[n], rtol=1e-5, atol=1e-7)
 
 
-def test_nan_policy_skip_drops_the_bad_task():
+@pytest.mark.parametrize("arch_update", ["reptile", "mixture"])
+def test_nan_policy_skip_drops_the_bad_task(arch_update):
     lam, seed, tau = 0.3, 2, 1.0
     model, guide = _setup()
     good = _easy_task(1)
     W0 = _W(model)
     (adapted,) = _adapted_by_hand(guide, [good], seed=seed, step=0, tau=tau)
     svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
-                  tasks_per_step=2, nan_policy="skip", temperature=tau, seed=seed)
+                  tasks_per_step=2, nan_policy="skip", temperature=tau, seed=seed,
+                  arch_update=arch_update)
     with pytest.warns(RuntimeWarning, match="non-finite loss at meta-step 0 on task 'nan'"):
         metrics = svi.step([good, _nan_task()])
     assert svi.n_skipped == 1 and metrics["n_skipped_total"] == 1
     assert metrics["n_good"] == 1 and math.isfinite(metrics["loss"])
     assert [r["ok"] for r in metrics["tasks"]] == [True, False]
     for n in W0:  # the mean runs over the good task only
-        torch.testing.assert_close(_W(model)[n], W0[n] + lam * (adapted[n] - W0[n]),
-                                   rtol=1e-6, atol=1e-7)
+        pull = adapted[n] - W0[n]
+        if arch_update == "mixture" and n.startswith("alpha_"):
+            pull = adapted[n].log_softmax(-1) - W0[n].log_softmax(-1)
+        torch.testing.assert_close(_W(model)[n], W0[n] + lam * pull, rtol=1e-5, atol=1e-6)
         assert torch.isfinite(_W(model)[n]).all()
 
 

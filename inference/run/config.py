@@ -191,10 +191,10 @@ class MetaConfig(Config):
     )
     arch_update: str = option(
         defaults.ARCH_UPDATE,
-        "reptile mode: the meta-step of the architecture logits; reptile moves them toward the "
-        "tasks' mean adapted logits, mixture moves the prior's op probabilities toward the "
-        "tasks' mean adapted op probabilities (the empirical-Bayes update: it sharpens only "
-        "where tasks agree)",
+        "reptile mode only: the meta-step of the architecture logits; mixture moves the prior's "
+        "op probabilities toward the tasks' mean adapted op probabilities (the empirical-Bayes "
+        "update: it sharpens where tasks agree), reptile moves the logits toward the tasks' "
+        "mean adapted logits (their noise is a random walk that can end on one op)",
         choices=("reptile", "mixture"),
     )
     meta_lr_final: float = option(defaults.META_LR_FINAL, "meta lr final")
@@ -249,8 +249,6 @@ class MetaConfig(Config):
             raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
         if not (math.isfinite(self.arch_decay) and self.arch_decay >= 0):
             raise ConfigError(f"arch_decay must be a finite number >= 0, got {self.arch_decay!r}")
-        if self.arch_update == "mixture" and self.mode != "reptile":
-            raise ConfigError(f"arch_update 'mixture' needs mode 'reptile', got {self.mode!r}")
         if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
             raise ConfigError(
                 f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "

@@ -17,8 +17,9 @@ with positive feedback (the prior's favourite op gets the most weight training, 
 it more), which can drive edges onto one op; with it a logit settles where the tasks' mean pull
 equals ``kappa * alpha``, so the prior keeps mass on ops that only some tasks use.
 
-``arch_update="mixture"`` (Reptile) replaces the step on the logits by the empirical-Bayes (EM)
-update of a categorical prior: the prior's op probabilities move toward the *mean of the tasks'
+``arch_update="mixture"`` (Reptile; the default) replaces the step on the logits by the
+empirical-Bayes (EM) update of a categorical prior (``arch_update="reptile"`` keeps Algorithm 1
+to the letter): the prior's op probabilities move toward the *mean of the tasks'
 adapted op probabilities*, ``log_softmax(alpha) <- log_softmax(alpha) + lambda_e *
 (log mean_c softmax(phi_c^T) - log_softmax(alpha))``. The logit mean of Reptile is a product
 of the tasks' posteriors (an op that one task dislikes is suppressed for all) and its noise is
@@ -111,9 +112,11 @@ class MetaSVI:
         see the module docstring.
     :param arch_decay: ``kappa``, the precision of the Gaussian hyperprior on the architecture
         logits (see the module docstring); used by the default optimizer only.
-    :param arch_update: the meta-step of the architecture logits (Reptile mode):
-        ``"reptile"``, the mean of the adapted logits, or ``"mixture"``, the mean of the adapted
-        op probabilities (see the module docstring).
+    :param arch_update: the meta-step of the architecture logits in Reptile mode:
+        ``"mixture"`` (default), toward the mean of the adapted op probabilities, or
+        ``"reptile"``, toward the mean of the adapted logits (see the module docstring). MAML
+        mode takes the query gradient for every parameter and ignores it, as Reptile mode
+        ignores ``inner_grad``.
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
@@ -135,9 +138,8 @@ class MetaSVI:
                  arch_update: str = defaults.ARCH_UPDATE) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if arch_update not in ARCH_UPDATES or (arch_update == "mixture" and mode != "reptile"):
-            raise ValueError(f"arch_update must be one of {ARCH_UPDATES} ('mixture' with "
-                             f"mode='reptile' only), got {arch_update!r} with mode={mode!r}")
+        if arch_update not in ARCH_UPDATES:
+            raise ValueError(f"arch_update must be one of {ARCH_UPDATES}, got {arch_update!r}")
         if inner_grad not in ORDERS[1:]:
             raise ValueError(f"inner_grad must be 'first' or 'second', got {inner_grad!r}")
         if tasks_per_step < 1:
@@ -167,7 +169,7 @@ class MetaSVI:
         self.meta_lr_final = meta_lr_final
         self.total_steps = total_steps
         self.arch_decay = arch_decay
-        self.arch_update = arch_update
+        self.arch_update = arch_update if mode == "reptile" else "reptile"
         self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay)
         self.tasks_per_step = tasks_per_step
         self.mode = mode
