@@ -6,15 +6,17 @@ measures it with single-op networks). A short Reptile run of BASE on those tasks
 above the uniform 1/3, and (2) make adaptation from the meta-learned ``W`` beat adaptation
 from the untrained ``W`` on held-out tasks of the family at the same step count.
 
-The inner loop uses the main job's defaults (Adam 0.03 on the weights, 0.3 on the
-architecture logits). A control family, colour (every op ties there), shows that the preference
-is the family's and not a bias of the op set: the same run (same seed, same ``W_0``) on colour
-tasks ends with less mass on ``dil_conv_5x5`` than on dilated motif. The control is paired
-because the colour run's end point is itself a coin flip between ops: which op it settles on
-changes with float rounding alone. Measured (80 meta-steps, ~40-70 s each on one thread),
-P(max_pool, skip, dil_conv_5x5) in the normal cell, dilated motif / colour: 0.01 / 0.26 / 0.73
-against 0.00 / 0.40 / 0.60 (the CPU fast path), 0.00 / 0.18 / 0.82 against 0.00 / 0.59 / 0.41
-(the stock modules), and an earlier fast path 0.00 / 0.40 / 0.60 against 0.19 / 0.40 / 0.40.
+The inner loop and the meta-step use the main job's defaults (Adam 0.03 on the weights, 0.3 on
+the architecture logits; the mixture step of the architecture prior). A control family, colour
+(every op ties there), shows that the preference is the family's and not a bias of the op set:
+the same run (same seed, same ``W_0``) on colour tasks ends with less mass on ``dil_conv_5x5``
+than on dilated motif. The control is paired because the colour run's end point can move with
+float rounding alone. Measured (80 meta-steps, ~40-70 s each on one thread alone),
+P(max_pool, skip, dil_conv_5x5) in the normal cell, dilated motif / colour: with the mixture
+step 0.02 / 0.19 / 0.79 against 0.00 / 0.65 / 0.35; with Reptile's logit step 0.01 / 0.26 /
+0.73 against 0.00 / 0.40 / 0.60 (the CPU fast path), 0.00 / 0.18 / 0.82 against 0.00 / 0.59 /
+0.41 (the stock modules), and an earlier fast path 0.00 / 0.40 / 0.60 against 0.19 / 0.40 /
+0.40.
 """
 
 import numpy as np

@@ -193,26 +193,26 @@ def _cell(stat: dict[str, list[float]] | None, j: int) -> str:
     return f"{stat['mean'][j]:+.3f} [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]"
 
 
+def _table(title: str, steps: list[int], rows: dict[str, dict[str, list[float]] | None]) -> str:
+    """``title``, then one row per family of its statistic at each step count."""
+    lines = [title, "", "| family | " + " | ".join(f"{k} steps" for k in steps) + " |",
+             "|---|" + "---:|" * len(steps)]
+    lines += [f"| {family} | " + " | ".join(_cell(stat, j) for j in range(len(steps))) + " |"
+              for family, stat in rows.items()]
+    return "\n".join(lines)
+
+
 def format_pooled(pooled: dict[str, Any]) -> str:
     """A markdown table of the pooled gain of the meta-prior over the untrained start."""
-    lines = [f"pooled over {len(pooled['runs'])} runs (seeds {pooled['run_seeds']}): mean gain "
-             f"of meta over untrained, 95% two-level bootstrap interval (runs, then tasks)", "",
-             "| family | " + " | ".join(f"{k} steps" for k in pooled["steps"]) + " |",
-             "|---|" + "---:|" * len(pooled["steps"])]
-    for family, s in pooled["families"].items():
-        g = s["gains"].get("meta-untrained")
-        lines.append(f"| {family} | " + " | ".join(_cell(g, j) for j in
-                                                    range(len(pooled["steps"]))) + " |")
-    return "\n".join(lines)
+    return _table(f"pooled over {len(pooled['runs'])} runs (seeds {pooled['run_seeds']}): mean "
+                  f"gain of meta over untrained, 95% two-level bootstrap interval (runs, then "
+                  f"tasks)", pooled["steps"],
+                  {f: s["gains"].get("meta-untrained") for f, s in pooled["families"].items()})
 
 
 def format_comparison(diff: dict[str, Any]) -> str:
     """A markdown table of the candidate's meta accuracy minus the baseline's."""
-    lines = [f"candidate minus baseline, paired by seed ({diff['run_seeds']}) and task: meta "
-             f"accuracy (and gain over untrained), 95% two-level bootstrap interval", "",
-             "| family | " + " | ".join(f"{k} steps" for k in diff["steps"]) + " |",
-             "|---|" + "---:|" * len(diff["steps"])]
-    for family, s in diff["families"].items():
-        lines.append(f"| {family} | " + " | ".join(_cell(s["meta"], j) for j in
-                                                    range(len(diff["steps"]))) + " |")
-    return "\n".join(lines)
+    return _table(f"candidate minus baseline, paired by seed ({diff['run_seeds']}) and task: "
+                  f"the meta-prior's query accuracy, 95% two-level bootstrap interval (seeds, "
+                  f"then tasks)", diff["steps"],
+                  {f: s["meta"] for f, s in diff["families"].items()})

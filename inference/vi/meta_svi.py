@@ -23,8 +23,9 @@ to the letter): the prior's op probabilities move toward the *mean of the tasks'
 adapted op probabilities*, ``log_softmax(alpha) <- log_softmax(alpha) + lambda_e *
 (log mean_c softmax(phi_c^T) - log_softmax(alpha))``. The logit mean of Reptile is a product
 of the tasks' posteriors (an op that one task dislikes is suppressed for all) and its noise is
-a random walk that ends on one op; the mean of probabilities is a mixture: noise that points
-different ways per task flattens it, and it sharpens only where the tasks agree.
+a random walk that ends on one op; the mean of probabilities is a mixture whose noise stays
+bounded (each step replaces the prior by an average of posteriors that started from it), so it
+sharpens only where the tasks agree.
 
 ``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
 through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
