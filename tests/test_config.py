@@ -165,3 +165,19 @@ def test_tasks_are_capped_at_the_supernet_outputs():
     space = build_space(cfg)
     tasks = build_tasks(cfg, space).tasks("train", 5)
     assert {t.n_classes for t in tasks} == {5}
+
+
+def test_a_run_file_without_a_newer_setting_keeps_the_value_it_ran_with(tmp_path):
+    """A run directory's config.yaml written before ``arch_update`` existed trained with the
+    logit step: resuming or evaluating it keeps that, while a new run gets the default."""
+    from pyro_base.inference.run.config import RUN_FILE_DEFAULTS
+
+    old = MetaConfig(preset="tiny").to_dict()
+    del old["arch_update"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert MetaConfig.from_run_file(path).arch_update == RUN_FILE_DEFAULTS["arch_update"]
+    assert MetaConfig.from_run_file(path, arch_update="mixture").arch_update == "mixture"
+    assert MetaConfig.from_yaml(path).arch_update == "mixture"  # a settings file: the default
+    MetaConfig(preset="tiny", arch_update="mixture").to_yaml(path)
+    assert MetaConfig.from_run_file(path).arch_update == "mixture"

@@ -121,7 +121,7 @@ def test_reptile_step_logs_agreement_and_keeps_W():
     by_hand = step_agreement(deltas, parameter_groups(model.spec, model.W.cells))
 
     svi = MetaSVI(model, guide, meta_optimizer=torch.optim.SGD(model.W.parameters(), lr=lam),
-                  tasks_per_step=3, temperature=tau, seed=seed)
+                  tasks_per_step=3, temperature=tau, seed=seed, arch_update="reptile")
     metrics = svi.step(tasks)
     for n, p in model.W.named_tensors().items():
         assert torch.equal(p.detach(), copy[n].detach()), n

@@ -189,7 +189,7 @@ def test_mixture_arch_update_contracts_noise_that_reptile_accumulates():
     random walk whose entropy keeps falling, the mixture step's noise is bounded (it stays
     near uniform; at 60 steps 1.66 nats against 1.07, uniform 2.08).
     Identical posteriors give the same prior either way."""
-    from pyro_base.inference.vi.task_updates import mixture_delta
+    from pyro_base.inference.vi.task_updates import mixture_delta, probability_change
 
     def entropy(a):
         return float(-(a.softmax(-1) * a.log_softmax(-1)).sum(-1).mean())
@@ -199,14 +199,29 @@ def test_mixture_arch_update_contracts_noise_that_reptile_accumulates():
     for _ in range(60):
         noise = 1.5 * torch.randn(n, 6, 8, generator=g)
         reptile = reptile + lam * noise.mean(0)
-        probs = (mixture + noise).softmax(-1).sum(0)
-        mixture = mixture - lam * mixture_delta(mixture, probs, n) / n
+        changes = probability_change(noise, mixture).sum(0)
+        mixture = mixture - lam * mixture_delta(changes, n) / n
     uniform = math.log(8)
     assert entropy(mixture) > uniform - 0.6, entropy(mixture)
     assert entropy(reptile) < entropy(mixture) - 0.4, (entropy(reptile), entropy(mixture))
     phi = torch.tensor([[4.0, 0.0, 0.0]])
-    same = torch.zeros(1, 3) - mixture_delta(torch.zeros(1, 3), 2 * phi.softmax(-1), 2) / 2
+    same = torch.zeros(1, 3) - mixture_delta(2 * probability_change(phi), 2) / 2
     torch.testing.assert_close(same.softmax(-1), phi.softmax(-1))
+
+
+def test_probability_change_keeps_the_precision_of_small_logit_changes():
+    """softmax(alpha + d) / softmax(alpha) - 1 in float32 from d ~ 1e-4 matches float64 to
+    the precision of d, where the difference of the softmaxes loses three digits."""
+    from pyro_base.inference.vi.task_updates import probability_change
+
+    g = torch.Generator().manual_seed(0)
+    alpha = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    d = 1e-4 * torch.randn(5, 8, generator=g, dtype=torch.float64)
+    exact = (alpha + d).softmax(-1) / alpha.softmax(-1) - 1
+    ours = probability_change(d.float(), alpha.float()).double()
+    naive = ((alpha + d).float().softmax(-1) / alpha.float().softmax(-1) - 1).double()
+    assert float((ours - exact).abs().max()) < 1e-3 * float(exact.abs().max())
+    assert float((naive - exact).abs().max()) > 10 * float((ours - exact).abs().max())
 
 
 def test_arch_update_is_checked_and_maml_takes_the_query_gradient():

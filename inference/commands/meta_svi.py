@@ -64,7 +64,7 @@ def resolve_config(args: argparse.Namespace) -> MetaConfig:
         if not path.is_file():
             raise ConfigError(f"--resume {args.resume}: no {CONFIG} there; is it a run "
                               "directory written by scripts/meta_svi.py?")
-        return MetaConfig.from_yaml(path, **overrides)
+        return MetaConfig.from_run_file(path, **overrides)
     if args.config is not None:
         return MetaConfig.from_yaml(args.config, **overrides)
     try:

@@ -165,11 +165,13 @@ def compare_evaluations(baseline: Sequence[dict[str, Any]], candidate: Sequence[
         raise ValueError(f"baseline seeds {sorted(base)} and candidate seeds {sorted(cand)} "
                          f"differ: the comparison pairs runs by seed")
     seeds = sorted(base)
+    base_tasks = {s: _by_family(base[s]) for s in seeds}
+    cand_tasks = {s: _by_family(cand[s]) for s in seeds}
     families: dict[str, Any] = {}
-    for fi, family in enumerate(_by_family(base[seeds[0]])):
+    for fi, family in enumerate(base_tasks[seeds[0]]):
         meta, gain = [], []
         for s in seeds:
-            b, c = _by_family(base[s])[family], _by_family(cand[s])[family]
+            b, c = base_tasks[s][family], cand_tasks[s][family]
             n = min(len(b), len(c))
             if [t["task"] for t in b[:n]] != [t["task"] for t in c[:n]]:
                 raise ValueError(f"seed {s}, family {family}: the runs' tasks differ")

@@ -15,11 +15,13 @@ Usage::
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from pyro_base import defaults
 from pyro_base.cli import TASK_SOURCES
-from pyro_base.config import Config, ConfigError, option
+from pyro_base.config import Config, ConfigError, option, read_settings
 
 __all__ = ["TASK_SOURCES", "ConfigError", "MetaConfig"]
 
@@ -52,6 +54,11 @@ _AT_LEAST_1 = {
 _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads"}
 # timedelta and torch.manual_seed overflow beyond these
 _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
+
+
+# settings added after run directories were first written, with the value a run whose
+# config.yaml lacks the key was trained with (not today's default)
+RUN_FILE_DEFAULTS = {"arch_update": "reptile"}
 
 
 def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
@@ -225,6 +232,14 @@ class MetaConfig(Config):
     max_bad_steps: int = option(3, "max bad steps")
     checkpoint_every: int = option(1, "meta-steps between checkpoints")
     collective_timeout: float = option(300.0, "seconds before a stuck all-reduce fails (torchrun)")
+
+    @classmethod
+    def from_run_file(cls, path: str | os.PathLike, **overrides: Any) -> MetaConfig:
+        """The ``config.yaml`` of a run directory, then ``overrides``: a setting the file lacks
+        (it was written before the setting existed) takes the value that run was trained with
+        (:data:`RUN_FILE_DEFAULTS`), so a resumed or evaluated old run keeps its behaviour."""
+        settings = {**RUN_FILE_DEFAULTS, **read_settings(path, cls), **overrides}
+        return cls.from_dict(settings, source=str(path))
 
     def validate(self) -> None:
         """Ranges and combinations (types and choices are checked by :class:`Config`)."""

@@ -141,7 +141,7 @@ def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
     if missing:
         raise FileNotFoundError(f"run directory {run_dir} lacks {missing}; expected the output "
                                 "of scripts/meta_svi.py (config.yaml and checkpoint.pt)")
-    cfg = MetaConfig.from_yaml(run_dir / CONFIG)
+    cfg = MetaConfig.from_run_file(run_dir / CONFIG)
     space = build_space(cfg)
     state = load_checkpoint(run_dir / CHECKPOINT, space=space, map_location=device)
     model = build_model(cfg, space, device=device)

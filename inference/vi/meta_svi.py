@@ -286,14 +286,13 @@ class MetaSVI:
 
     @staticmethod
     def _mixture(W: dict[str, torch.Tensor], flat: torch.Tensor, good: int) -> torch.Tensor:
-        """``flat`` with each logit block's summed op probabilities replaced by
+        """``flat`` with each logit block's summed probability changes replaced by
         :func:`mixture_delta` (times ``good``, as the other blocks' summed deltas)."""
         flat, offset = flat.clone(), 0
         for n, p in W.items():
             k = p.numel()
             if n.startswith("alpha_"):
-                flat[offset:offset + k] = mixture_delta(
-                    p.detach(), flat[offset:offset + k].view_as(p), good).reshape(-1)
+                flat[offset:offset + k] = mixture_delta(flat[offset:offset + k], good)
             offset += k
         return flat
 

@@ -6,8 +6,9 @@ tasks' contributions into ``acc``, by name of ``W``:
 
 * ``mode="reptile"``: ``W - phi_c^T`` (and, with ``log_query``, the adapted posterior's
   per-datum negative ELBO on one support-sized query batch, as a metric); with
-  ``arch_update="mixture"`` the architecture logits contribute the adapted op probabilities
-  ``softmax(phi_c^T)`` instead (:func:`mixture_delta` turns their sum into the step);
+  ``arch_update="mixture"`` the architecture logits contribute the relative change of the op
+  probabilities, ``softmax(phi_c^T) / softmax(W) - 1`` (:func:`probability_change`), instead,
+  and :func:`mixture_delta` turns their sum into the step;
 * ``mode="maml"``: the gradient with respect to ``W`` of the query loss divided by the step's
   number of tasks.
 
@@ -55,7 +56,8 @@ class StepContext:
     :param acc: the summed contributions, by name of ``W`` (added to in place).
     :param deltas: each good task's contribution, appended in order (for the agreement metric).
     :param on_bad: called as ``on_bad(step, task, inner_losses)`` for a non-finite task.
-    :param arch_update: ``"reptile"`` (logit deltas) or ``"mixture"`` (op probabilities).
+    :param arch_update: ``"reptile"`` (logit deltas) or ``"mixture"`` (relative changes of the
+        op probabilities).
     """
 
     model: BASEModel
@@ -132,11 +134,11 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
         ok = all(math.isfinite(v) for v in losses) and all(
             bool(torch.isfinite(p).all()) for p in post.params.values())
         if ok:
-            delta = {n: (p.detach() - post.params[n]).detach()
-                     for n, p in ctx.model.W.named_tensors().items()}
+            W = ctx.model.W.named_tensors()
+            delta = {n: (p.detach() - post.params[n]).detach() for n, p in W.items()}
             for n, d in delta.items():
                 if ctx.arch_update == "mixture" and n.startswith("alpha_"):
-                    ctx.acc[n].add_(post.params[n].detach().softmax(-1))
+                    ctx.acc[n].add_(probability_change(-d, W[n].detach()))
                 else:
                     ctx.acc[n].add_(d)
             ctx.deltas.append(delta)
@@ -152,14 +154,24 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
     return rec
 
 
-def mixture_delta(alpha: torch.Tensor, prob_sum: torch.Tensor, good: int) -> torch.Tensor:
-    """The mixture (empirical-Bayes) step of architecture logits ``alpha`` [..., ops], times
-    ``good``: ``good * (log_softmax(alpha) - log(prob_sum / good))``, where ``prob_sum`` sums
-    the ``good`` tasks' adapted op probabilities. With ``W.grad`` set to it over ``good``,
-    ``SGD(lr=1)`` moves the prior's log-probabilities onto the log of the tasks' mean
-    posterior, the EM update of a categorical prior; a smaller ``lr`` moves part way."""
-    target = (prob_sum / good).clamp_min(torch.finfo(prob_sum.dtype).tiny).log()
-    return good * (alpha.log_softmax(-1) - target)
+def probability_change(d: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(alpha + d) / softmax(alpha) - 1`` over the last axis (ops), computed from the
+    logit change ``d`` without cancellation (``expm1``/``log1p`` of small numbers), so that
+    float32 keeps the precision of ``d`` itself; ``alpha=None``: uniform logits."""
+    if alpha is None:
+        alpha = torch.zeros_like(d)
+    shift = torch.log1p((alpha.softmax(-1) * torch.expm1(d)).sum(-1, keepdim=True))
+    return torch.expm1(d - shift)
+
+
+def mixture_delta(change_sum: torch.Tensor, good: int) -> torch.Tensor:
+    """The mixture (empirical-Bayes) step of the architecture logits, times ``good``, from the
+    sum over the ``good`` tasks of :func:`probability_change`: ``-good * log(mean_c
+    softmax(phi_c) / softmax(alpha))``. With ``W.grad`` set to it over ``good``, ``SGD(lr=1)``
+    moves the prior's log-probabilities onto the log of the tasks' mean posterior, the EM update
+    of a categorical prior; a smaller ``lr`` moves part way."""
+    mean = (change_sum / good).clamp_min(-1 + torch.finfo(change_sum.dtype).eps)
+    return -good * torch.log1p(mean)
 
 
 def reduce_tasks(records: list[dict[str, Any]], acc: dict[str, torch.Tensor], *, mode: str,
