@@ -29,14 +29,16 @@ INNER_BATCH = 32
 
 # meta-training: Reptile's step size, decaying linearly to META_LR * META_LR_FINAL; tasks per
 # meta-step; the precision of the Gaussian hyperprior on the architecture logits and their
-# meta-step rule ("reptile": mean logits, "mixture": mean op probabilities); the Concrete
-# temperature, annealed exponentially TAU_START -> TAU_END
+# meta-step rule ("reptile": mean logits, "mixture": mean op probabilities); the weights' meta
+# step as a fraction of META_LR; the Concrete temperature, annealed exponentially
+# TAU_START -> TAU_END
 STEPS = 60
 META_LR = 1.0
 META_LR_FINAL = 0.1
 TASKS_PER_STEP = 4
 ARCH_DECAY = 0.0
 ARCH_UPDATE = "mixture"
+WEIGHT_SCALE = 1.0
 TAU_START = 1.0
 TAU_END = 0.5
 

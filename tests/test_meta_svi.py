@@ -158,6 +158,26 @@ def test_arch_decay_is_the_map_step_of_a_gaussian_hyperprior_on_the_logits():
         MetaSVI(model, guide0, arch_decay=-0.1)
 
 
+def test_weight_scale_scales_the_weights_step_only_and_follows_the_decay():
+    """mu, log sigma <- . + s lambda_t mean_c(adapted_c - .); the logits keep lambda_t."""
+    lam, s, seed, tau = 0.5, 0.25, 2, 1.0
+    model, guide = _setup()
+    tasks = [_easy_task(9), _easy_task(10)]
+    svi = MetaSVI(model, guide, meta_lr=lam, meta_lr_final=0.1, total_steps=4, tasks_per_step=2,
+                  temperature=tau, seed=seed, arch_update="reptile", weight_scale=s)
+    for step in range(2):
+        W0 = _W(model)
+        adapted = _adapted_by_hand(guide, tasks, seed=seed, step=step, tau=tau)
+        svi.step(tasks)
+        lam_t = svi.lr_at(step)
+        for n in W0:
+            rate = lam_t if n.startswith("alpha_") else s * lam_t
+            expected = W0[n] + rate * torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
+            torch.testing.assert_close(_W(model)[n], expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="weight_scale.*0"):
+        MetaSVI(model, guide, weight_scale=0.0)
+
+
 def test_mixture_arch_update_is_the_em_step_of_a_categorical_prior():
     """log_softmax(alpha) <- log_softmax(alpha) + lambda (log mean_c softmax(phi_c) -
     log_softmax(alpha)); at lambda = 1 the prior's op probabilities are the tasks' mean

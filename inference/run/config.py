@@ -196,6 +196,11 @@ class MetaConfig(Config):
         "precision kappa of a Gaussian hyperprior N(0, 1/kappa) on the architecture logits of "
         "W (the meta-step's weight decay on them); 0: none, the prior may collapse onto one op",
     )
+    weight_scale: float = option(
+        defaults.WEIGHT_SCALE,
+        "the meta step of the weights' prior (mu, log sigma) as a fraction of meta_lr (the "
+        "architecture logits keep meta_lr)",
+    )
     arch_update: str = option(
         defaults.ARCH_UPDATE,
         "reptile mode only: the meta-step of the architecture logits; mixture moves the prior's "
@@ -264,6 +269,9 @@ class MetaConfig(Config):
             raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
         if not (math.isfinite(self.arch_decay) and self.arch_decay >= 0):
             raise ConfigError(f"arch_decay must be a finite number >= 0, got {self.arch_decay!r}")
+        if not (math.isfinite(self.weight_scale) and self.weight_scale > 0):
+            raise ConfigError(f"weight_scale must be a finite number > 0, got "
+                              f"{self.weight_scale!r}")
         if self.batch_tasks and (self.mode != "reptile" or self.elbo_impl == "pyro"):
             raise ConfigError(
                 f"batch_tasks needs mode 'reptile' and elbo_impl 'functional' or "

@@ -130,7 +130,8 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    inner_grad=cfg.inner_grad, temperature=schedule, nan_policy=cfg.nan_policy,
                    max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
                    batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned",
-                   arch_decay=cfg.arch_decay, arch_update=cfg.arch_update)
+                   arch_decay=cfg.arch_decay, arch_update=cfg.arch_update,
+                   weight_scale=cfg.weight_scale)
 
 
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",

@@ -113,6 +113,9 @@ class MetaSVI:
         see the module docstring.
     :param arch_decay: ``kappa``, the precision of the Gaussian hyperprior on the architecture
         logits (see the module docstring); used by the default optimizer only.
+    :param weight_scale: the meta step of the weights' prior ``(mu, log sigma)`` as a fraction
+        of ``meta_lr`` (the architecture logits keep ``meta_lr``); used by the default
+        optimizer only.
     :param arch_update: the meta-step of the architecture logits in Reptile mode:
         ``"mixture"`` (default), toward the mean of the adapted op probabilities, or
         ``"reptile"``, toward the mean of the adapted logits (see the module docstring). MAML
@@ -136,7 +139,8 @@ class MetaSVI:
                  max_bad_steps: int = 3, seed: int = 0, log_query: bool = True,
                  batch_tasks: bool = False, meta_head: bool = True,
                  arch_decay: float = defaults.ARCH_DECAY,
-                 arch_update: str = defaults.ARCH_UPDATE) -> None:
+                 arch_update: str = defaults.ARCH_UPDATE,
+                 weight_scale: float = defaults.WEIGHT_SCALE) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if arch_update not in ARCH_UPDATES:
@@ -153,6 +157,8 @@ class MetaSVI:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         if not (math.isfinite(arch_decay) and arch_decay >= 0):
             raise ValueError(f"arch_decay must be a finite number >= 0, got {arch_decay!r}")
+        if not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(f"weight_scale must be a finite number > 0, got {weight_scale!r}")
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
         if batch_tasks and (mode != "reptile" or guide.elbo_impl == "pyro"):
@@ -171,7 +177,9 @@ class MetaSVI:
         self.total_steps = total_steps
         self.arch_decay = arch_decay
         self.arch_update = arch_update if mode == "reptile" else "reptile"
-        self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay)
+        self.weight_scale = weight_scale
+        self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay,
+                                                                   weight_scale)
         self.tasks_per_step = tasks_per_step
         self.mode = mode
         self.inner_grad = inner_grad
@@ -195,15 +203,16 @@ class MetaSVI:
         self._deltas: list[dict[str, torch.Tensor]] = []  # this step's good tasks only
 
     @staticmethod
-    def _default_optimizer(model: BASEModel, meta_lr: float,
-                           arch_decay: float) -> torch.optim.Optimizer:
-        """``SGD(lr=meta_lr)``; with ``arch_decay > 0`` the logits get ``weight_decay``."""
-        if arch_decay == 0:  # one group, as checkpoints from before arch_decay have
+    def _default_optimizer(model: BASEModel, meta_lr: float, arch_decay: float,
+                           weight_scale: float = 1.0) -> torch.optim.Optimizer:
+        """``SGD(lr=meta_lr)``; with ``arch_decay > 0`` the logits get ``weight_decay``, with
+        ``weight_scale != 1`` the weights' prior gets ``lr = weight_scale * meta_lr``."""
+        if arch_decay == 0 and weight_scale == 1:  # one group, as older checkpoints have
             return torch.optim.SGD(model.W.parameters(), lr=meta_lr)
         W = model.W.named_tensors()
         arch = [p for n, p in W.items() if n.startswith("alpha_")]
         rest = [p for n, p in W.items() if not n.startswith("alpha_")]
-        return torch.optim.SGD([{"params": rest},
+        return torch.optim.SGD([{"params": rest, "lr": weight_scale * meta_lr},
                                 {"params": arch, "weight_decay": arch_decay}], lr=meta_lr)
 
     # -- tasks -----------------------------------------------------------------------------
