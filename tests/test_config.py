@@ -34,6 +34,7 @@ FIELDS = sorted(MetaConfig.__dataclass_fields__)
     ({"collective_timeout": 1e300}, "collective_timeout"), ({"families": []}, "families"),
     ({"mode": "sgd"}, "mode"), ({"preset": "huge"}, "preset"),
     ({"weight_scale": 0.0}, "weight_scale"), ({"weight_scale": float("nan")}, "weight_scale"),
+    ({"weight_update": "maml"}, "weight_update"),
 ])
 def test_out_of_range_values_name_the_field(changes, field):
     with pytest.raises(ConfigError, match=field):

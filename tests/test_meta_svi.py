@@ -178,6 +178,40 @@ def test_weight_scale_scales_the_weights_step_only_and_follows_the_decay():
         MetaSVI(model, guide, weight_scale=0.0)
 
 
+def test_query_weight_update_is_first_order_maml_for_the_weights():
+    """mu, log sigma <- . - s lambda mean_c grad L_query(psi_c^T); the logits as Algorithm 1."""
+    lam, s, seed, tau = 0.5, 2.0, 4, 1.0
+    model, guide = _setup()
+    tasks = [_easy_task(11), _easy_task(12)]
+    W0 = _W(model)
+    grads, adapted = [], []
+    for c, task in enumerate(tasks):  # by hand: adapt, then the query gradient at psi_c^T
+        torch.manual_seed(task_seed(seed, 0, c))
+        post, _ = guide.adapt(*task.support, n_classes=task.n_classes, temperature=tau,
+                              order="none")
+        adapted.append(post.params)
+        params = {n: p.detach().requires_grad_(n in ("mu", "log_sigma"))
+                  for n, p in post.params.items()}
+        xq, yq = task.query
+        loss = guide.loss(guide.posterior(params), xq, yq, size=xq.shape[0],
+                          n_classes=task.n_classes, temperature=tau)
+        g_mu, g_ls = torch.autograd.grad(loss, [params["mu"], params["log_sigma"]])
+        grads.append({"mu": g_mu, "log_sigma": g_ls})
+    svi = MetaSVI(model, guide, meta_lr=lam, tasks_per_step=2, temperature=tau, seed=seed,
+                  arch_update="reptile", weight_update="query", weight_scale=s)
+    metrics = svi.step(tasks)
+    for n in W0:
+        if n in ("mu", "log_sigma"):
+            expected = W0[n] - s * lam * torch.stack([g[n] for g in grads]).mean(0)
+        else:
+            expected = W0[n] + lam * torch.stack([a[n] - W0[n] for a in adapted]).mean(0)
+        assert not torch.equal(_W(model)[n], W0[n]), n
+        torch.testing.assert_close(_W(model)[n], expected, rtol=1e-5, atol=1e-6)
+    assert all(math.isfinite(r["query_loss"]) for r in metrics["tasks"])
+    with pytest.raises(ValueError, match="weight_update.*'maml'"):
+        MetaSVI(model, guide, weight_update="maml")
+
+
 def test_mixture_arch_update_is_the_em_step_of_a_categorical_prior():
     """log_softmax(alpha) <- log_softmax(alpha) + lambda (log mean_c softmax(phi_c) -
     log_softmax(alpha)); at lambda = 1 the prior's op probabilities are the tasks' mean

@@ -201,6 +201,12 @@ class MetaConfig(Config):
         "the meta step of the weights' prior (mu, log sigma) as a fraction of meta_lr (the "
         "architecture logits keep meta_lr)",
     )
+    weight_update: str = option(
+        defaults.WEIGHT_UPDATE,
+        "reptile mode only: the meta-step of the weights' prior; reptile: the tasks' deltas, "
+        "query: the first-order gradient of the adapted posteriors' loss on a query batch",
+        choices=("reptile", "query"),
+    )
     arch_update: str = option(
         defaults.ARCH_UPDATE,
         "reptile mode only: the meta-step of the architecture logits; mixture moves the prior's "

@@ -131,7 +131,7 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
                    batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned",
                    arch_decay=cfg.arch_decay, arch_update=cfg.arch_update,
-                   weight_scale=cfg.weight_scale)
+                   weight_scale=cfg.weight_scale, weight_update=cfg.weight_update)
 
 
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",

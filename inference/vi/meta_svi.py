@@ -90,6 +90,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("reptile", "maml")
 ARCH_UPDATES = ("reptile", "mixture")
+WEIGHT_UPDATES = ("reptile", "query")
 NAN_POLICIES = ("stop", "skip")
 
 
@@ -116,6 +117,10 @@ class MetaSVI:
     :param weight_scale: the meta step of the weights' prior ``(mu, log sigma)`` as a fraction
         of ``meta_lr`` (the architecture logits keep ``meta_lr``); used by the default
         optimizer only.
+    :param weight_update: the weights' meta-step in Reptile mode: ``"reptile"`` (default), the
+        deltas ``W - psi_c^T``, or ``"query"``, the gradient of each adapted posterior's
+        negative ELBO on a batch of its task's query set with respect to its ``(mu, log
+        sigma)`` (first-order MAML for the weights; scale the step with ``weight_scale``).
     :param arch_update: the meta-step of the architecture logits in Reptile mode:
         ``"mixture"`` (default), toward the mean of the adapted op probabilities, or
         ``"reptile"``, toward the mean of the adapted logits (see the module docstring). MAML
@@ -140,11 +145,15 @@ class MetaSVI:
                  batch_tasks: bool = False, meta_head: bool = True,
                  arch_decay: float = defaults.ARCH_DECAY,
                  arch_update: str = defaults.ARCH_UPDATE,
-                 weight_scale: float = defaults.WEIGHT_SCALE) -> None:
+                 weight_scale: float = defaults.WEIGHT_SCALE,
+                 weight_update: str = defaults.WEIGHT_UPDATE) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if arch_update not in ARCH_UPDATES:
             raise ValueError(f"arch_update must be one of {ARCH_UPDATES}, got {arch_update!r}")
+        if weight_update not in WEIGHT_UPDATES:
+            raise ValueError(f"weight_update must be one of {WEIGHT_UPDATES}, got "
+                             f"{weight_update!r}")
         if inner_grad not in ORDERS[1:]:
             raise ValueError(f"inner_grad must be 'first' or 'second', got {inner_grad!r}")
         if tasks_per_step < 1:
@@ -178,6 +187,7 @@ class MetaSVI:
         self.arch_decay = arch_decay
         self.arch_update = arch_update if mode == "reptile" else "reptile"
         self.weight_scale = weight_scale
+        self.weight_update = weight_update if mode == "reptile" else "reptile"
         self.optimizer = meta_optimizer or self._default_optimizer(model, meta_lr, arch_decay,
                                                                    weight_scale)
         self.tasks_per_step = tasks_per_step
@@ -251,7 +261,7 @@ class MetaSVI:
         ctx = StepContext(model=self.model, guide=self.guide, mode=self.mode,
                           inner_grad=self.inner_grad, seed=self.seed, log_query=self.log_query,
                           step=step, tau=tau, acc=acc, deltas=self._deltas, on_bad=self._bad,
-                          arch_update=self.arch_update)
+                          arch_update=self.arch_update, weight_update=self.weight_update)
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
             per_task = batched_updates(ctx, mine)

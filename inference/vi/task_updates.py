@@ -8,7 +8,10 @@ tasks' contributions into ``acc``, by name of ``W``:
   per-datum negative ELBO on one support-sized query batch, as a metric); with
   ``arch_update="mixture"`` the architecture logits contribute the relative change of the op
   probabilities, ``softmax(phi_c^T) / softmax(W) - 1`` (:func:`probability_change`), instead,
-  and :func:`mixture_delta` turns their sum into the step;
+  and :func:`mixture_delta` turns their sum into the step; with ``weight_update="query"`` the
+  weights' prior ``(mu, log sigma)`` contributes instead the gradient of the adapted
+  posterior's per-datum negative ELBO on one support-sized query batch with respect to its own
+  ``(mu, log sigma)``: first-order MAML for the weights, Reptile or the mixture for the logits;
 * ``mode="maml"``: the gradient with respect to ``W`` of the query loss divided by the step's
   number of tasks.
 
@@ -58,6 +61,8 @@ class StepContext:
     :param on_bad: called as ``on_bad(step, task, inner_losses)`` for a non-finite task.
     :param arch_update: ``"reptile"`` (logit deltas) or ``"mixture"`` (relative changes of the
         op probabilities).
+    :param weight_update: Reptile mode: ``"reptile"`` (the weights' deltas) or ``"query"`` (the
+        first-order query gradient of the weights' posterior).
     """
 
     model: BASEModel
@@ -72,6 +77,10 @@ class StepContext:
     deltas: list[dict[str, torch.Tensor]]
     on_bad: Callable[[int, Task, list[float]], None]
     arch_update: str = "reptile"
+    weight_update: str = "reptile"
+
+
+WEIGHT_KEYS = ("mu", "log_sigma")
 
 
 def task_update(ctx: StepContext, task: Task, c: int, n_tasks: int) -> dict[str, Any]:
@@ -133,17 +142,25 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
     else:
         ok = all(math.isfinite(v) for v in losses) and all(
             bool(torch.isfinite(p).all()) for p in post.params.values())
+        b = ctx.guide.batch_size or xq.shape[0]
         if ok:
             W = ctx.model.W.named_tensors()
             delta = {n: (p.detach() - post.params[n]).detach() for n, p in W.items()}
+            if ctx.weight_update == "query":
+                q_loss, grads = _query_gradient(ctx, post, xq[:b], yq[:b], xq.shape[0],
+                                                task.n_classes)
+                rec["query_loss"] = q_loss
+                ok = math.isfinite(q_loss) and all(bool(torch.isfinite(g).all())
+                                                   for g in grads.values())
+                delta.update(grads)
+        if ok:
             for n, d in delta.items():
                 if ctx.arch_update == "mixture" and n.startswith("alpha_"):
                     ctx.acc[n].add_(probability_change(-d, W[n].detach()))
                 else:
                     ctx.acc[n].add_(d)
             ctx.deltas.append(delta)
-        if ok and ctx.log_query:  # a monitoring metric: one support-sized query batch
-            b = ctx.guide.batch_size or xq.shape[0]
+        if ok and ctx.log_query and "query_loss" not in rec:  # monitoring: one query batch
             with torch.no_grad():
                 rec["query_loss"] = float(ctx.guide.loss(
                     post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
@@ -152,6 +169,18 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
     if not ok:
         ctx.on_bad(ctx.step, task, losses)
     return rec
+
+
+def _query_gradient(ctx: StepContext, post: AdaptedPosterior, xq: torch.Tensor,
+                    yq: torch.Tensor, size: int, n_classes: int,
+                    ) -> tuple[float, dict[str, torch.Tensor]]:
+    """The per-datum negative ELBO of ``post`` on ``(xq, yq)`` and its gradient with respect to
+    the posterior's weight parameters (:data:`WEIGHT_KEYS`), the logits held fixed."""
+    params = {n: p.detach().requires_grad_(n in WEIGHT_KEYS) for n, p in post.params.items()}
+    loss = ctx.guide.loss(ctx.guide.posterior(params), xq, yq, size=size, n_classes=n_classes,
+                          temperature=ctx.tau)
+    grads = torch.autograd.grad(loss, [params[n] for n in WEIGHT_KEYS])
+    return float(loss.detach()), dict(zip(WEIGHT_KEYS, grads, strict=True))
 
 
 def probability_change(d: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
