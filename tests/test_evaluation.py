@@ -170,6 +170,45 @@ def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
     assert strip(saved["tasks"]) == strip(json.loads(json.dumps(one.tasks)))
 
 
+def test_support_accuracy_is_read_apart_and_leaves_the_query_numbers(trained, tmp_path):
+    """``support_accuracy=True`` adds the predictive's support-set accuracy (seeded by its own
+    slot) per arm and step; the query accuracies are those of an evaluation without it."""
+    from pyro_base.inference.evaluate.paired import SUPPORT_SLOT
+    from pyro_base.inference.evaluate.pooled import restrict
+
+    path = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    arms, steps = ("meta", "untrained"), (0, 2)
+    plain = evaluate_run(path, tasks_per_family=1, steps=steps, arms=arms, n_boot=50)
+    fit = evaluate_run(path, tasks_per_family=1, steps=steps, arms=arms, n_boot=50,
+                       support_accuracy=True)
+    assert [r["accuracy"] for r in fit.tasks] == [r["accuracy"] for r in plain.tasks]
+    assert "support_accuracy" not in plain.tasks[0] and not plain.settings["support_accuracy"]
+    model, _, cfg, _ = load_trained(path)
+    guide = build_guide(cfg.replace(elbo_impl=fit.settings["elbo_impl"]), model)
+    task = build_tasks(cfg, build_space(cfg)).task("motif", 0, "test")
+    (xs, ys) = task.support
+    torch.manual_seed(pair_seed(0, 0, 0, 0))
+    posts, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
+                                temperature=cfg.adapt_temperature, steps=steps)
+    record = next(r for r in fit.tasks if r["task"] == task.name)
+    for j, k in enumerate(steps):
+        torch.manual_seed(pair_seed(0, 0, 0, SUPPORT_SLOT + k))
+        probs = predictive_probs(model, posts[k], xs, n_classes=task.n_classes,
+                                 temperature=cfg.adapt_temperature, num_samples=cfg.num_samples)
+        assert float((probs.argmax(-1) == ys).float().mean()) == \
+            record["support_accuracy"]["meta"][j]
+    for name, family in fit.families.items():
+        assert set(family["support_accuracy"]) == set(arms)
+        rows = [r["support_accuracy"]["untrained"] for r in fit.tasks if r["family"] == name]
+        assert family["support_accuracy"]["untrained"]["mean"] == pytest.approx(
+            np.mean(rows, axis=0).tolist())
+    assert "support accuracy meta" in format_summary(fit)
+    data = json.loads((path / "evaluation" / "evaluation.json").read_text())
+    late = restrict(data, steps=[2])
+    assert [t["support_accuracy"]["meta"] for t in late["tasks"]] == [
+        [r["support_accuracy"]["meta"][1]] for r in fit.tasks]
+
+
 def test_bootstrap_interval_on_hand_made_examples():
     mean, lo, hi = bootstrap_interval([0.0, 1.0], n_boot=4000, seed=0)
     assert (mean, lo, hi) == (0.5, 0.0, 1.0)  # resampled means: 0, 1/2, 1 w.p. 1/4, 1/2, 1/4
@@ -244,3 +283,10 @@ def test_cli_prints_the_summary(trained, tmp_path, capsys):
     data = json.loads((path / "evaluation" / "evaluation.json").read_text())
     assert data["settings"]["arms"] == ["meta", "untrained"]
     assert set(data["tasks"][0]["accuracy"]) == {"meta", "untrained"}
+    # --reuse does not take an evaluation without support accuracy for one that asks for it
+    assert script().cli([str(path), "--tasks-per-family", "1", "--steps", "1", "--arms", "meta",
+                         "untrained", "--reuse", "--support-accuracy"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "| colour | 1 |" in out and "support accuracy meta" in out
+    data = json.loads((path / "evaluation" / "evaluation.json").read_text())
+    assert set(data["tasks"][0]["support_accuracy"]) == {"meta", "untrained"}

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "
                         "the results equal a single process's exactly")
+    p.add_argument("--support-accuracy", action="store_true",
+                   help="also read each arm's accuracy on the support set after each step count "
+                        "(a start that fits the support set but not the query set memorises)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the inner loops, predictive draws and bootstrap")
@@ -80,7 +83,8 @@ def _covers(data: dict[str, Any], args: argparse.Namespace) -> bool:
     counts = [sum(t["family"] == f for t in data.get("tasks", [])) for f in s.get("families", [])]
     return (s.get("seed") == args.seed and set(args.arms) <= set(s.get("arms", []))
             and set(args.steps) <= set(s.get("steps", [])) and bool(counts)
-            and min(counts) >= args.tasks_per_family)
+            and min(counts) >= args.tasks_per_family
+            and (not args.support_accuracy or bool(s.get("support_accuracy"))))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -95,7 +99,7 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
         result = evaluate_run(run_dir, tasks_per_family=args.tasks_per_family,
                               steps=args.steps, arms=args.arms, device=args.device,
                               seed=args.seed, n_boot=args.n_boot, progress=args.progress,
-                              workers=args.workers)
+                              workers=args.workers, support_accuracy=args.support_accuracy)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -19,7 +19,12 @@ noise. Per family, step count and arm the summary holds the mean accuracy and, f
 bootstrap interval over tasks. Each task also records, per arm and cell type, the op with the
 largest edge-averaged posterior probability (``none`` excluded) after ``max(steps)`` steps;
 ``match_fraction`` is the share of tasks whose ``meta`` normal cell picks the family's
-designed op (:data:`PREFERRED`; ``None`` for families without one).
+designed op (:data:`PREFERRED`; ``None`` for families without one). With
+``support_accuracy=True`` each record also holds, per arm, the posterior predictive's accuracy
+on the task's own support set after each step count (``support_accuracy``; its draws are
+seeded apart, so the query numbers do not change), and the summary its mean per arm: a start
+that fits the support set fast while its query accuracy stays low has transferred features
+that memorise rather than generalise.
 
 Cost: one (task, arm) at the ``cpu`` preset with the default steps took 18 s on one CPU core
 (14 s for the 80 inner steps, 4 s for the six predictive evaluations), so the default
@@ -81,9 +86,12 @@ log = logging.getLogger(__name__)
 FOLDER, JSON_FILE, CURVES_FILE = "evaluation", "evaluation.json", "curves.png"
 
 
+SUPPORT_SLOT = 1_000_000  # pair_seed slot of the support-set predictive: SUPPORT_SLOT + k
+
+
 def pair_seed(seed: int, family_index: int, task_index: int, slot: int) -> int:
     """The torch seed every arm uses on one task: slot 0 for the inner loop, ``1 + k`` for the
-    predictive draws after ``k`` steps."""
+    predictive draws after ``k`` steps (``SUPPORT_SLOT + k`` on the support set)."""
     return int(np.random.default_rng([seed, family_index, task_index, slot, 11]).integers(2**62))
 
 
@@ -139,13 +147,15 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
-                   cfg: Any) -> dict[str, Any]:
+                   cfg: Any, support_accuracy: bool = False) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step."""
     task = task.to(model.W.mu.device)
     (xs, ys), (xq, yq) = task.support, task.query
     record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
                               "n_classes": task.n_classes, "accuracy": {}, "top_op": {},
                               "adapt_seconds": {}}
+    if support_accuracy:
+        record["support_accuracy"] = {}
     for arm, state in states.items():
         model.W.load_state_dict(state)
         torch.manual_seed(pair_seed(seed, fi, ti, 0))
@@ -153,14 +163,20 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         path, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
                                    temperature=cfg.adapt_temperature, steps=steps)
         record["adapt_seconds"][arm] = time.perf_counter() - start
-        accuracy = []
+        accuracy, fit = [], []
         for k in steps:
-            torch.manual_seed(pair_seed(seed, fi, ti, 1 + k))
-            probs = predictive_probs(model, path[k], xq, n_classes=task.n_classes,
-                                     temperature=cfg.adapt_temperature,
-                                     num_samples=cfg.num_samples)
-            accuracy.append(float((probs.argmax(-1) == yq).float().mean()))
+            for slot, x, y, out in ((1 + k, xq, yq, accuracy),
+                                    (SUPPORT_SLOT + k, xs, ys, fit if support_accuracy else None)):
+                if out is None:
+                    continue
+                torch.manual_seed(pair_seed(seed, fi, ti, slot))
+                probs = predictive_probs(model, path[k], x, n_classes=task.n_classes,
+                                         temperature=cfg.adapt_temperature,
+                                         num_samples=cfg.num_samples)
+                out.append(float((probs.argmax(-1) == y).float().mean()))
         record["accuracy"][arm] = accuracy
+        if support_accuracy:
+            record["support_accuracy"][arm] = fit
         record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
     preferred = PREFERRED.get(task.family)
     record["matches_preference"] = (None if preferred is None or "meta" not in states else
@@ -203,24 +219,26 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
-                    seed: int) -> tuple[_Setup, list[int], int]:
+                    seed: int, support_accuracy: bool = False,
+                    ) -> tuple[_Setup, list[int], int, bool]:
     """A worker process's context (see :mod:`.workers`): the run rebuilt from its directory."""
-    return _setup(Path(run_path), **setup_kwargs), steps, seed
+    return _setup(Path(run_path), **setup_kwargs), steps, seed, support_accuracy
 
 
-def _worker_unit(context: tuple[_Setup, list[int], int], fi: int, ti: int) -> dict[str, Any]:
+def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int,
+                 ti: int) -> dict[str, Any]:
     """Unit ``(fi, ti)`` in a worker process, on its :func:`_worker_context`."""
-    s, steps, seed = context
+    s, steps, seed, support_accuracy = context
     task = list(s.by_family.values())[fi][ti]
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
-                          cfg=s.cfg)
+                          cfg=s.cfg, support_accuracy=support_accuracy)
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  steps: Sequence[int] = (0, 5, 10, 20, 40, 80), arms: Sequence[str] = ARMS,
                  device: str = "cpu", seed: int = 0, n_boot: int = 2000,
                  progress: bool = False, elbo_impl: str | None = None,
-                 workers: int = 1) -> EvaluationResult:
+                 workers: int = 1, support_accuracy: bool = False) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
 
@@ -231,6 +249,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         ``run_dir`` itself. The records (all but their ``adapt_seconds``) and so the summary
         are the same floats as with ``workers=1`` in a process with one torch thread, in the
         same order.
+    :param support_accuracy: also read each arm's accuracy on the support set (see the module
+        docstring; about a fifth more time).
     :raises ValueError: a bad argument (named), or a run directory without a config or
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
@@ -250,12 +270,14 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
                         "elbo_impl": s.elbo_impl}
         records = evaluate_parallel(units, workers, setup=_worker_context,
-                                    setup_args=(str(run.path), setup_kwargs, steps, seed),
+                                    setup_args=(str(run.path), setup_kwargs, steps, seed,
+                                                support_accuracy),
                                     unit=_worker_unit, progress=progress)
     else:
         tasks = list(s.by_family.values())
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
-                                  steps=steps, seed=seed, cfg=s.cfg)
+                                  steps=steps, seed=seed, cfg=s.cfg,
+                                  support_accuracy=support_accuracy)
                    for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
@@ -263,7 +285,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "device": str(dev), "seed": seed, "n_boot": n_boot, "elbo_impl": s.elbo_impl,
                 "adapt_temperature": s.cfg.adapt_temperature,
                 "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
-                "families": list(s.by_family), "workers": workers}
+                "families": list(s.by_family), "workers": workers,
+                "support_accuracy": support_accuracy}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)

@@ -73,7 +73,8 @@ def restrict(evaluation: dict[str, Any], *, steps: Sequence[int] | None = None,
     keep = [have.index(k) for k in steps]
     tasks = [t for t in evaluation["tasks"]
              if tasks_per_family is None or t["task_index"] < tasks_per_family]
-    tasks = [{**t, "accuracy": {a: [v[i] for i in keep] for a, v in t["accuracy"].items()}}
+    tasks = [{**t, **{key: {a: [v[i] for i in keep] for a, v in t[key].items()}
+                      for key in ("accuracy", "support_accuracy") if key in t}}
              for t in tasks]
     return {**evaluation, "settings": {**evaluation["settings"], "steps": steps},
             "tasks": tasks}

@@ -79,6 +79,9 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
             "gains": {f"{a}-{b}": stats(acc[a] - acc[b], fi) for a, b in GAINS
                       if a in arms and b in arms},
             "preferred_ops": PREFERRED.get(family),
+            **({"support_accuracy": {a: stats(np.array([r["support_accuracy"][a] for r in rows]),
+                                              fi) for a in arms}}
+               if all("support_accuracy" in r for r in rows) else {}),
             "match_fraction": float(np.mean(matches)) if matches else None}
     return out
 
@@ -101,6 +104,16 @@ def format_summary(result: EvaluationResult) -> str:
                 [cell(acc.get(a), j) for a in ARMS]
                 + [cell(gains.get("meta-untrained"), j, True),
                    cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]) + " |")
+    fit = {f: s["support_accuracy"] for f, s in result.families.items()
+           if "support_accuracy" in s}
+    if fit:
+        arms = [a for a in ARMS if a in next(iter(fit.values()))]
+        lines += ["", "| family | steps | " + " | ".join(f"support accuracy {a}" for a in arms)
+                  + " |", "|---|---:|" + "---:|" * len(arms)]
+        for family, f in fit.items():
+            for j, k in enumerate(result.families[family]["steps"]):
+                lines.append(f"| {family} | {k} | "
+                             + " | ".join(cell(f[a], j) for a in arms) + " |")
     lines += ["", "| family | designed ops | meta normal-cell top op matches |", "|---|---|---:|"]
     for family, s in result.families.items():
         frac = s["match_fraction"]
