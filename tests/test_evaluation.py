@@ -17,6 +17,7 @@ import torch
 from pyro_base.checkpoint import save_checkpoint
 from pyro_base.inference.evaluate.paired import (
     ARMS,
+    DEFAULT_ARMS,
     PREFERRED,
     bootstrap_interval,
     evaluate_run,
@@ -74,7 +75,8 @@ def script():
 def test_files_are_written_and_intervals_contain_the_means(trained):
     path, _, result = trained
     data = json.loads((path / "evaluation" / "evaluation.json").read_text())
-    assert data["settings"]["steps"] == list(STEPS) and data["settings"]["arms"] == list(ARMS)
+    assert data["settings"]["steps"] == list(STEPS)
+    assert data["settings"]["arms"] == list(DEFAULT_ARMS)
     assert data["settings"]["families"] == ["motif", "colour"] and data["seconds"] > 0
     assert len(data["tasks"]) == 4 and data["families"] == json.loads(
         json.dumps(result.families))
@@ -87,7 +89,8 @@ def test_files_are_written_and_intervals_contain_the_means(trained):
             for mean, lo, hi in zip(s["mean"], s["lo"], s["hi"], strict=True):
                 assert lo - 1e-12 <= mean <= hi + 1e-12
     for r in data["tasks"]:  # per task: the paired gain is the difference of the arms
-        assert set(r["accuracy"]) == set(ARMS) and len(r["accuracy"]["meta"]) == len(STEPS)
+        assert set(r["accuracy"]) == set(DEFAULT_ARMS)
+        assert len(r["accuracy"]["meta"]) == len(STEPS)
     motif = data["families"]["motif"]
     matches = [r["top_op"]["meta"]["normal"] in PREFERRED["motif"] for r in data["tasks"]
                if r["family"] == "motif"]
@@ -134,15 +137,20 @@ def test_untrained_arm_is_the_runs_start(trained, tmp_path):
         assert torch.equal(states["untrained"][k], v)
         expected = v if k.startswith("alpha_") else state["svi"]["W"][k]
         assert torch.equal(states["meta_weights_uniform_arch"][k], expected)
+        expected = state["svi"]["W"][k] if k.startswith("alpha_") else v
+        assert torch.equal(states["meta_arch_untrained_weights"][k], expected)
     assert not torch.equal(state["svi"]["W"]["mu"], w0["mu"])  # training moved W
     run, _ = make_run(tmp_path / "untrained", CFG.replace(families=["relation"]), train=False)
-    result = evaluate_run(run, tasks_per_family=2, steps=(0, 2), n_boot=100)
+    result = evaluate_run(run, tasks_per_family=2, steps=(0, 2), n_boot=100, arms=ARMS)
     for r in result.tasks:
         assert r["accuracy"]["meta"] == r["accuracy"]["untrained"]
         assert r["accuracy"]["meta"] == r["accuracy"]["meta_weights_uniform_arch"]
+        assert r["accuracy"]["meta"] == r["accuracy"]["meta_arch_untrained_weights"]
         assert r["top_op"]["meta"] == r["top_op"]["untrained"]
-    gain = result.families["relation"]["gains"]["meta-untrained"]
-    assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
+    for name in ("meta-untrained", "meta_arch_untrained_weights-untrained"):
+        gain = result.families["relation"]["gains"][name]
+        assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
+    assert "gain arch-only" in format_summary(result)
 
 
 def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
@@ -251,7 +259,7 @@ def test_cli_help_runs_without_data():
     r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert script().ARMS == ARMS
+    assert script().ARMS == ARMS and script().DEFAULT_ARMS == DEFAULT_ARMS
     for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--arms", "--workers", "--device",
                  "--seed", "--progress"):
         assert flag in r.stdout

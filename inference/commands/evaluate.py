@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# pyro_base.inference.evaluate.paired.ARMS
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch")
+# pyro_base.inference.evaluate.paired.ARMS and DEFAULT_ARMS
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights")
+DEFAULT_ARMS = ARMS[:3]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out (test split) tasks per task family")
     p.add_argument("--steps", type=int, nargs="+", default=[0, 5, 10, 20, 40, 80],
                    help="adaptation step counts at which query accuracy is read")
-    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
-                   help="starting W to adapt: the meta-trained W, W_0, and the meta-trained "
-                        "weights with W_0's uniform architecture logits")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS),
+                   help="starting W to adapt: the meta-trained W, W_0, the meta-trained "
+                        "weights with W_0's uniform architecture logits, and (on request) the "
+                        "meta-trained architecture logits with W_0's weights")
     p.add_argument("--workers", type=int, default=1,
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "

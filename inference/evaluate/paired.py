@@ -9,13 +9,17 @@ count in ``steps`` (``0``: no adaptation). The arms:
 * ``meta``: the meta-trained ``W`` of ``checkpoint.pt``;
 * ``untrained``: ``W_0``, the ``W`` the run started from (rebuilt from its config and seed);
 * ``meta_weights_uniform_arch``: the meta-trained ``mu, sigma`` with ``alpha`` reset to
-  ``W_0``'s uniform logits, which separates the weights' contribution from the architecture's.
+  ``W_0``'s uniform logits, which separates the weights' contribution from the architecture's;
+* ``meta_arch_untrained_weights`` (asked for by name; not among :data:`DEFAULT_ARMS`): the
+  meta-trained ``alpha`` with ``W_0``'s ``mu, sigma``, the architecture prior's contribution
+  alone, which completes the 2 x 2 of weights and architecture.
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
 noise. Per family, step count and arm the summary holds the mean accuracy and, for the gains
 (``meta-untrained``, ``meta_weights_uniform_arch-untrained``,
-``meta-meta_weights_uniform_arch``), the mean per-task difference, both with a 95% percentile
+``meta-meta_weights_uniform_arch``, ``meta_arch_untrained_weights-untrained``), the mean
+per-task difference, both with a 95% percentile
 bootstrap interval over tasks. Each task also records, per arm and cell type, the op with the
 largest edge-averaged posterior probability (``none`` excluded) after ``max(steps)`` steps;
 ``match_fraction`` is the share of tasks whose ``meta`` normal cell picks the family's
@@ -57,6 +61,7 @@ from tqdm.auto import tqdm
 
 from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     ARMS,
+    DEFAULT_ARMS,
     GAINS,
     PREFERRED,
     EvaluationResult,
@@ -142,7 +147,9 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
                 ) -> dict[str, dict[str, torch.Tensor]]:
     untrained = build_model(cfg, build_space(cfg), device=device).W.state_dict()
     uniform = {k: (untrained[k] if k.startswith("alpha_") else v) for k, v in meta.items()}
-    return {"meta": meta, "untrained": untrained, "meta_weights_uniform_arch": uniform}
+    arch_only = {k: (v if k.startswith("alpha_") else untrained[k]) for k, v in meta.items()}
+    return {"meta": meta, "untrained": untrained, "meta_weights_uniform_arch": uniform,
+            "meta_arch_untrained_weights": arch_only}
 
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
@@ -235,7 +242,8 @@ def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int,
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
-                 steps: Sequence[int] = (0, 5, 10, 20, 40, 80), arms: Sequence[str] = ARMS,
+                 steps: Sequence[int] = (0, 5, 10, 20, 40, 80),
+                 arms: Sequence[str] = DEFAULT_ARMS,
                  device: str = "cpu", seed: int = 0, n_boot: int = 2000,
                  progress: bool = False, elbo_impl: str | None = None,
                  workers: int = 1, support_accuracy: bool = False) -> EvaluationResult:

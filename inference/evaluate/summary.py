@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch")
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights")
+DEFAULT_ARMS = ARMS[:3]  # the fourth completes the 2 x 2 (weights x architecture) on request
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
-         ("meta", "meta_weights_uniform_arch"))
+         ("meta", "meta_weights_uniform_arch"), ("meta_arch_untrained_weights", "untrained"))
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
 PREFERRED: dict[str, tuple[str, ...] | None] = {
     "motif": ("sep_conv_3x3", "sep_conv_5x5"),
@@ -95,15 +96,21 @@ def format_summary(result: EvaluationResult) -> str:
         text = f"{stat['mean'][j]:+.3f}" if interval else f"{stat['mean'][j]:.3f}"
         return text + (f" [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]" if interval else "")
 
-    lines = ["| family | steps | meta | untrained | uniform-arch | gain meta-untrained [lo, hi] "
-             "| gain weights-only [lo, hi] |", "|---|---:|---:|---:|---:|---:|---:|"]
+    arch_only = any(ARMS[3] in s["accuracy"] for s in result.families.values())
+    arms = ARMS if arch_only else DEFAULT_ARMS
+    lines = ["| family | steps | meta | untrained | uniform-arch | "
+             + ("arch-only | " if arch_only else "") + "gain meta-untrained [lo, hi] "
+             "| gain weights-only [lo, hi] |" + (" gain arch-only [lo, hi] |" if arch_only else ""),
+             "|---|---:|" + "---:|" * (5 + 2 * arch_only)]
     for family, s in result.families.items():
         acc, gains = s["accuracy"], s["gains"]
         for j, k in enumerate(s["steps"]):
             lines.append(f"| {family} | {k} | " + " | ".join(
-                [cell(acc.get(a), j) for a in ARMS]
+                [cell(acc.get(a), j) for a in arms]
                 + [cell(gains.get("meta-untrained"), j, True),
-                   cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]) + " |")
+                   cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]
+                + ([cell(gains.get(f"{ARMS[3]}-untrained"), j, True)] if arch_only else []))
+                + " |")
     fit = {f: s["support_accuracy"] for f, s in result.families.items()
            if "support_accuracy" in s}
     if fit:
