@@ -30,7 +30,8 @@ INNER_BATCH = 32
 # meta-training: Reptile's step size, decaying linearly to META_LR * META_LR_FINAL; tasks per
 # meta-step; the precision of the Gaussian hyperprior on the architecture logits and their
 # meta-step rule ("reptile": mean logits, "mixture": mean op probabilities); the weights' meta
-# step as a fraction of META_LR; the Concrete temperature, annealed exponentially
+# step as a fraction of META_LR and its rule ("reptile": the tasks' deltas, "query": their
+# query gradients); the Concrete temperature, annealed exponentially
 # TAU_START -> TAU_END
 STEPS = 60
 META_LR = 1.0

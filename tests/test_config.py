@@ -169,6 +169,23 @@ def test_tasks_are_capped_at_the_supernet_outputs():
     assert {t.n_classes for t in tasks} == {5}
 
 
+def test_resume_refuses_a_newer_setting_changed_from_the_value_an_old_checkpoint_ran_with(
+        tmp_path):
+    """A checkpoint saved before ``weight_scale`` existed ran with 1.0: resuming it with
+    another value would change what its steps computed, so it is refused by name."""
+    from pyro_base.inference.run.job import check_resumable
+
+    saved = MetaConfig(preset="tiny").to_dict()
+    for key in ("weight_scale", "weight_update", "arch_update"):
+        del saved[key]
+    check_resumable(MetaConfig(preset="tiny", arch_update="reptile"), saved, tmp_path / "c.pt")
+    for change in ({"weight_scale": 0.5}, {"weight_update": "query"},
+                   {"arch_update": "mixture"}):
+        cfg = MetaConfig(preset="tiny", **{"arch_update": "reptile", **change})
+        with pytest.raises(ConfigError, match=f"{next(iter(change))}: "):
+            check_resumable(cfg, saved, tmp_path / "c.pt")
+
+
 def test_a_run_file_without_a_newer_setting_keeps_the_value_it_ran_with(tmp_path):
     """A run directory's config.yaml written before ``arch_update`` existed trained with the
     logit step: resuming or evaluating it keeps that, while a new run gets the default."""

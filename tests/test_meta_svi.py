@@ -210,6 +210,13 @@ def test_query_weight_update_is_first_order_maml_for_the_weights():
     assert all(math.isfinite(r["query_loss"]) for r in metrics["tasks"])
     with pytest.raises(ValueError, match="weight_update.*'maml'"):
         MetaSVI(model, guide, weight_update="maml")
+    # a delta posterior has no log sigma to differentiate: its step there is zero
+    model, _ = _setup()
+    delta_guide = OptimizationEmbeddingGuide(model, inner_steps=2, weight_posterior="delta")
+    ls0 = model.W.log_sigma.detach().clone()
+    MetaSVI(model, delta_guide, meta_lr=lam, tasks_per_step=2, temperature=tau, seed=seed,
+            weight_update="query", weight_scale=s).step(tasks)
+    assert torch.equal(model.W.log_sigma.detach(), ls0)
 
 
 def test_mixture_arch_update_is_the_em_step_of_a_categorical_prior():

@@ -5,12 +5,17 @@ Usage::
     python scripts/evaluate.py runs/my_run                      # 20 tasks per family
     python scripts/evaluate.py runs/my_run --tasks-per-family 5 --steps 0 10 20 --progress
     python scripts/evaluate.py runs/my_run --workers 4 --arms meta untrained
+    # the 2 x 2 of weights and architecture, with each arm's support-set accuracy
+    python scripts/evaluate.py runs/my_run --support-accuracy --arms meta untrained \
+        meta_weights_uniform_arch meta_arch_untrained_weights
     # a configuration, not a run: several seeds pooled, and against a baseline configuration
     python scripts/evaluate.py runs/b_s0 runs/b_s1 runs/b_s2 --baseline runs/a_s0 runs/a_s1 \
         runs/a_s2 --reuse --out runs/b_vs_a
 
 Adapts every arm (meta-trained ``W``, the untrained ``W_0``, and the meta-trained weights with
-uniform architecture logits) to the same held-out tasks with the same seeds, writes
+uniform architecture logits; on request also the meta-trained logits with ``W_0``'s weights)
+to the same held-out tasks with the same seeds (``--support-accuracy``: reading the support
+set's accuracy too), writes
 ``RUN_DIR/evaluation/evaluation.json`` and ``curves.png``, and prints a markdown summary
 (mean query accuracy per arm, paired gains with 95% bootstrap intervals). See
 :mod:`pyro_base.inference.evaluate.paired`.

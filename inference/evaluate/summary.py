@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights")
-DEFAULT_ARMS = ARMS[:3]  # the fourth completes the 2 x 2 (weights x architecture) on request
+ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on request
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY)
+DEFAULT_ARMS = ARMS[:3]
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          ("meta", "meta_weights_uniform_arch"), ("meta_arch_untrained_weights", "untrained"))
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
@@ -89,14 +90,15 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
 
 def format_summary(result: EvaluationResult) -> str:
     """A markdown table: per family and step count, the arms' mean query accuracy and the
-    paired gains over the untrained start with their 95% intervals."""
+    paired gains over the untrained start with their 95% intervals (the architecture-only arm's
+    columns where it was evaluated, and a table of support accuracy where it was read)."""
     def cell(stat: dict[str, list[float]] | None, j: int, interval: bool = False) -> str:
         if stat is None:
             return "-"
         text = f"{stat['mean'][j]:+.3f}" if interval else f"{stat['mean'][j]:.3f}"
         return text + (f" [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]" if interval else "")
 
-    arch_only = any(ARMS[3] in s["accuracy"] for s in result.families.values())
+    arch_only = any(ARCH_ONLY in s["accuracy"] for s in result.families.values())
     arms = ARMS if arch_only else DEFAULT_ARMS
     lines = ["| family | steps | meta | untrained | uniform-arch | "
              + ("arch-only | " if arch_only else "") + "gain meta-untrained [lo, hi] "
@@ -109,7 +111,7 @@ def format_summary(result: EvaluationResult) -> str:
                 [cell(acc.get(a), j) for a in arms]
                 + [cell(gains.get("meta-untrained"), j, True),
                    cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]
-                + ([cell(gains.get(f"{ARMS[3]}-untrained"), j, True)] if arch_only else []))
+                + ([cell(gains.get(f"{ARCH_ONLY}-untrained"), j, True)] if arch_only else []))
                 + " |")
     fit = {f: s["support_accuracy"] for f, s in result.families.items()
            if "support_accuracy" in s}

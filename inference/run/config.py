@@ -58,7 +58,7 @@ _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
 # settings added after run directories were first written, with the value a run whose
 # config.yaml lacks the key was trained with (not today's default)
-RUN_FILE_DEFAULTS = {"arch_update": "reptile"}
+RUN_FILE_DEFAULTS = {"arch_update": "reptile", "weight_scale": 1.0, "weight_update": "reptile"}
 
 
 def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
@@ -204,7 +204,8 @@ class MetaConfig(Config):
     weight_update: str = option(
         defaults.WEIGHT_UPDATE,
         "reptile mode only: the meta-step of the weights' prior; reptile: the tasks' deltas, "
-        "query: the first-order gradient of the adapted posteriors' loss on a query batch",
+        "query: the gradient of the adapted posteriors' loss on a query batch with respect to "
+        "their own (mu, log sigma)",
         choices=("reptile", "query"),
     )
     arch_update: str = option(

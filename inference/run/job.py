@@ -40,7 +40,7 @@ import torch
 import torch.distributed as tdist
 
 from pyro_base.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from pyro_base.inference.run.config import ConfigError, MetaConfig
+from pyro_base.inference.run.config import RUN_FILE_DEFAULTS, ConfigError, MetaConfig
 from pyro_base.inference.run.factory import (
     build_guide,
     build_meta_svi,
@@ -106,6 +106,7 @@ def check_memory(cfg: MetaConfig, space: Any, device: torch.device) -> None:
 def check_resumable(cfg: MetaConfig, saved: dict[str, Any], path: Path) -> None:
     """Refuse a resume whose settings change what the saved meta-steps computed."""
     current = cfg.to_dict()
+    saved = {**RUN_FILE_DEFAULTS, **saved}  # a checkpoint from before a setting ran its old value
     changed = sorted(k for k, v in saved.items()
                      if k not in RESUME_MAY_CHANGE and k in current and current[k] != v)
     if changed:

@@ -27,6 +27,11 @@ a random walk that ends on one op; the mean of probabilities is a mixture whose 
 bounded (each step replaces the prior by an average of posteriors that started from it), so it
 sharpens only where the tasks agree.
 
+``weight_scale = s`` gives the weights' prior ``(mu, log sigma)`` the step ``s * lambda_e``
+(the logits keep ``lambda_e``); ``weight_update="query"`` replaces the weights' delta
+``W - psi_c^T`` by the gradient of the adapted posterior's per-datum negative ELBO on a batch
+of the task's query set with respect to ``psi_c^T`` (a query step from the adapted point).
+
 ``mode="maml"`` differentiates the per-datum negative query-set ELBO of each adapted posterior
 through the unrolled inner loop (``inner_grad="first"``: ``d phi_T / d W = I``; ``"second"``:
 full second order) and averages over tasks.
@@ -120,7 +125,8 @@ class MetaSVI:
     :param weight_update: the weights' meta-step in Reptile mode: ``"reptile"`` (default), the
         deltas ``W - psi_c^T``, or ``"query"``, the gradient of each adapted posterior's
         negative ELBO on a batch of its task's query set with respect to its ``(mu, log
-        sigma)`` (first-order MAML for the weights; scale the step with ``weight_scale``).
+        sigma)``, the direction one more step on query data would take (scale it with
+        ``weight_scale``; ``mode="maml"`` adds the KL's direct dependence on ``W``).
     :param arch_update: the meta-step of the architecture logits in Reptile mode:
         ``"mixture"`` (default), toward the mean of the adapted op probabilities, or
         ``"reptile"``, toward the mean of the adapted logits (see the module docstring). MAML

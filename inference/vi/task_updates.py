@@ -10,8 +10,10 @@ tasks' contributions into ``acc``, by name of ``W``:
   probabilities, ``softmax(phi_c^T) / softmax(W) - 1`` (:func:`probability_change`), instead,
   and :func:`mixture_delta` turns their sum into the step; with ``weight_update="query"`` the
   weights' prior ``(mu, log sigma)`` contributes instead the gradient of the adapted
-  posterior's per-datum negative ELBO on one support-sized query batch with respect to its own
-  ``(mu, log sigma)``: first-order MAML for the weights, Reptile or the mixture for the logits;
+  posterior's per-datum negative ELBO on one support-sized query batch with respect to the
+  posterior's own ``(mu, log sigma)`` (the direction one more step on query data would take
+  from ``psi_c^T``; unlike ``mode="maml", inner_grad="first"`` it leaves out the KL's direct
+  dependence on the prior ``W``), while the logits keep the Reptile or mixture step;
 * ``mode="maml"``: the gradient with respect to ``W`` of the query loss divided by the step's
   number of tasks.
 
@@ -175,12 +177,14 @@ def _query_gradient(ctx: StepContext, post: AdaptedPosterior, xq: torch.Tensor,
                     yq: torch.Tensor, size: int, n_classes: int,
                     ) -> tuple[float, dict[str, torch.Tensor]]:
     """The per-datum negative ELBO of ``post`` on ``(xq, yq)`` and its gradient with respect to
-    the posterior's weight parameters (:data:`WEIGHT_KEYS`), the logits held fixed."""
+    the posterior's weight parameters (:data:`WEIGHT_KEYS`), the logits held fixed (zero for a
+    parameter the posterior does not use: ``log sigma`` of a delta posterior)."""
     params = {n: p.detach().requires_grad_(n in WEIGHT_KEYS) for n, p in post.params.items()}
     loss = ctx.guide.loss(ctx.guide.posterior(params), xq, yq, size=size, n_classes=n_classes,
                           temperature=ctx.tau)
-    grads = torch.autograd.grad(loss, [params[n] for n in WEIGHT_KEYS])
-    return float(loss.detach()), dict(zip(WEIGHT_KEYS, grads, strict=True))
+    grads = torch.autograd.grad(loss, [params[n] for n in WEIGHT_KEYS], allow_unused=True)
+    return float(loss.detach()), {n: torch.zeros_like(params[n]) if g is None else g
+                                  for n, g in zip(WEIGHT_KEYS, grads, strict=True)}
 
 
 def probability_change(d: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
