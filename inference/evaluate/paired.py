@@ -172,10 +172,10 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         record["adapt_seconds"][arm] = time.perf_counter() - start
         accuracy, fit = [], []
         for k in steps:
-            for slot, x, y, out in ((1 + k, xq, yq, accuracy),
-                                    (SUPPORT_SLOT + k, xs, ys, fit if support_accuracy else None)):
-                if out is None:
-                    continue
+            reads = [(1 + k, xq, yq, accuracy)]
+            if support_accuracy:
+                reads.append((SUPPORT_SLOT + k, xs, ys, fit))
+            for slot, x, y, out in reads:
                 torch.manual_seed(pair_seed(seed, fi, ti, slot))
                 probs = predictive_probs(model, path[k], x, n_classes=task.n_classes,
                                          temperature=cfg.adapt_temperature,

@@ -22,7 +22,7 @@ ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on re
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY)
 DEFAULT_ARMS = ARMS[:3]
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
-         ("meta", "meta_weights_uniform_arch"), ("meta_arch_untrained_weights", "untrained"))
+         ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"))
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
 PREFERRED: dict[str, tuple[str, ...] | None] = {
     "motif": ("sep_conv_3x3", "sep_conv_5x5"),
