@@ -178,7 +178,7 @@ def test_weight_scale_scales_the_weights_step_only_and_follows_the_decay():
         MetaSVI(model, guide, weight_scale=0.0)
 
 
-def test_query_weight_update_is_first_order_maml_for_the_weights():
+def test_query_weight_update_is_the_query_gradient_at_the_adapted_posterior():
     """mu, log sigma <- . - s lambda mean_c grad L_query(psi_c^T); the logits as Algorithm 1."""
     lam, s, seed, tau = 0.5, 2.0, 4, 1.0
     model, guide = _setup()

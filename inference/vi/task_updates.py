@@ -64,7 +64,7 @@ class StepContext:
     :param arch_update: ``"reptile"`` (logit deltas) or ``"mixture"`` (relative changes of the
         op probabilities).
     :param weight_update: Reptile mode: ``"reptile"`` (the weights' deltas) or ``"query"`` (the
-        first-order query gradient of the weights' posterior).
+        query-batch gradient at the adapted weights' posterior).
     """
 
     model: BASEModel
