@@ -156,3 +156,53 @@ def test_fewshot_on_omniglot_in_its_real_layout(prior, tmp_path, capsys):
                 "--log-level", "WARNING"]) == 0
     report = json.loads((out / "fewshot.json").read_text())
     assert report["source"] == "omniglot" and len(report["accuracies"]) == 3
+
+
+def test_transfer_state_takes_what_it_names_from_the_meta_prior():
+    from pyro_base.inference.commands.adapt import build_parser
+    from pyro_base.inference.run.factory import TRANSFERS, transfer_state
+    action = next(a for a in build_parser()._actions if a.dest == "transfer")
+    assert tuple(action.choices) == TRANSFERS  # the torch-free parser's copy
+    meta = {"mu": np.ones(3), "log_sigma": np.ones(3), "alpha_normal": np.ones(2)}
+    init = {k: np.zeros_like(v) for k, v in meta.items()}
+    assert transfer_state(meta, init, transfer="all") == meta
+    arch = transfer_state(meta, init, transfer="architecture")
+    assert arch["alpha_normal"] is meta["alpha_normal"]
+    assert arch["mu"] is init["mu"] and arch["log_sigma"] is init["log_sigma"]
+    weights = transfer_state(meta, init, transfer="weights")
+    assert weights["alpha_normal"] is init["alpha_normal"]
+    assert weights["mu"] is meta["mu"] and weights["log_sigma"] is meta["log_sigma"]
+    with pytest.raises(ValueError, match="transfer must be one of"):
+        transfer_state(meta, init, transfer="head")
+
+
+def test_architecture_transfer_starts_from_the_meta_logits_and_the_initial_weights(
+        prior, tmp_path, capsys):
+    import torch
+
+    from pyro_base.inference.evaluate.paired import _arm_states
+    from pyro_base.inference.run.factory import build_model, build_space
+    meta, _, cfg, _ = load_trained(prior)
+    arch, _, _, _ = load_trained(prior, transfer="architecture")
+    W0 = build_model(cfg, build_space(cfg)).W.state_dict()
+    assert not torch.equal(meta.W.mu, W0["mu"])  # meta-training moved the weights
+    for name, value in arch.W.state_dict().items():
+        expected = meta.W.state_dict()[name] if name.startswith("alpha_") else W0[name]
+        assert torch.equal(value, expected), name
+    # the same start as the evaluation's architecture-only arm
+    states = _arm_states(cfg, meta.W.state_dict(), torch.device("cpu"))
+    for name, value in states["meta_arch_untrained_weights"].items():
+        assert torch.equal(arch.W.state_dict()[name], value), name
+    with pytest.raises(ValueError, match="transfer must be one of"):
+        load_trained(prior, transfer="head")
+    # the command records it, and at 0 steps the cell is the meta-prior's own
+    out = tmp_path / "arch"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", "--transfer",
+                "architecture", *TASK]) == 0
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["transfer"] == "architecture"
+    assert Genotype.load(out / "genotype.json") == \
+        load_trained(prior)[1].prior_posterior().genotype(meta.space)
+    with pytest.raises(SystemExit):
+        cli(["--prior", str(prior), "--out", str(out), "--transfer", "head", *TASK])
+    assert "--transfer: invalid choice" in capsys.readouterr().err

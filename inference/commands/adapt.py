@@ -8,6 +8,7 @@ Usage::
     python scripts/adapt.py --prior RUN --task-source npz --data-dir my.npz --image-size 16 \\
         --steps 40 --out runs/adapt-mine
     python scripts/adapt.py --prior RUN ... --steps 0 --out runs/prior   # the prior's cell
+    python scripts/adapt.py --prior RUN ... --transfer architecture --out runs/adapt-arch
     python scripts/train_genotype.py --genotype runs/adapt-mine/genotype.json ...   # then train
 
 The search space, ``W`` and settings come from the run (``config.yaml``, ``checkpoint.pt``);
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predictive draws for the query accuracy (default: the run's)")
     p.add_argument("--draws", type=int, default=None,
                    help="posterior draws in posterior.nc (default: the run's posterior_draws)")
+    p.add_argument("--transfer", choices=("all", "architecture", "weights"), default="all",
+                   help="what the task starts from: the whole meta-prior (all), its "
+                        "architecture logits with the run's initial weights W_0 "
+                        "(architecture), or its weights with uniform logits (weights)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inner loop and the draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g = p.add_argument_group("few-shot protocol (with --episodes: N-way K-shot episodes of the "
@@ -78,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
         record = adapt_prior(args.prior, task, out=args.out, steps=args.steps,
                              curve_steps=tuple(args.curve_steps) if args.curve_steps else None,
                              temperature=args.temperature, num_samples=args.num_samples,
-                             draws=args.draws, seed=args.seed, device=args.device)
+                             draws=args.draws, seed=args.seed, device=args.device,
+                             transfer=args.transfer)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -97,7 +103,8 @@ def fewshot(args: argparse.Namespace) -> int:
     from pyro_base.training import resolve_device
 
     try:
-        model, guide, cfg, _ = load_trained(args.prior, device=resolve_device(args.device))
+        model, guide, cfg, _ = load_trained(args.prior, device=resolve_device(args.device),
+                                            transfer=args.transfer)
         space = model.space
         source = episode_source(args.task_source, n_way=args.n_way, k_shot=args.k_shot,
                                 n_query=args.query_per_class, image_size=space.input_size,
@@ -116,7 +123,8 @@ def fewshot(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = {"prior": str(args.prior), "source": args.task_source, "family": args.family,
+    report = {"prior": str(args.prior), "transfer": args.transfer,
+              "source": args.task_source, "family": args.family,
               "n_way": args.n_way, "k_shot": args.k_shot,
               "query_per_class": args.query_per_class, **report}
     RunDir(args.out).write_json("fewshot.json", report)

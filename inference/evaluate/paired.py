@@ -77,6 +77,7 @@ from pyro_base.inference.run.factory import (
     build_space,
     build_tasks,
     load_trained,
+    transfer_state,
 )
 from pyro_base.inference.run.run_dir import load_run
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
@@ -146,10 +147,10 @@ def family_tasks(source: TaskDistribution, n: int) -> dict[str, list[Task]]:
 def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
                 ) -> dict[str, dict[str, torch.Tensor]]:
     untrained = build_model(cfg, build_space(cfg), device=device).W.state_dict()
-    uniform = {k: (untrained[k] if k.startswith("alpha_") else v) for k, v in meta.items()}
-    arch_only = {k: (v if k.startswith("alpha_") else untrained[k]) for k, v in meta.items()}
-    return {"meta": meta, "untrained": untrained, "meta_weights_uniform_arch": uniform,
-            "meta_arch_untrained_weights": arch_only}
+    return {"meta": meta, "untrained": untrained,
+            "meta_weights_uniform_arch": transfer_state(meta, untrained, transfer="weights"),
+            "meta_arch_untrained_weights": transfer_state(meta, untrained,
+                                                          transfer="architecture")}
 
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],

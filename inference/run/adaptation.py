@@ -14,10 +14,19 @@ The cost is counted as :mod:`pyro_base.inference.search` counts a search from sc
 seconds, supernet forward-backward passes, images), so the two compare directly. ``steps=0``
 gives the poster's "multi-task prior": the genotype of ``W``'s own architecture logits.
 
+``transfer="architecture"`` adapts from the meta-trained architecture logits with the weights
+the run started from (``W_0``, rebuilt from its config and seed) instead of the whole
+meta-prior (:func:`~pyro_base.inference.run.factory.transfer_state`). On the embedded task
+families the meta-trained weights memorise the support set of one family (``relation``) and
+lose to the untrained start there after 40 steps or more; the architecture prior alone loses
+about a third as much there, and gains about half as much at short budgets elsewhere. The
+README's "Does meta-training learn?" gives the numbers.
+
 Usage::
 
     record = adapt_prior("runs/meta_svi-...", task, steps=20, out="runs/adapt-motif")
     record["query_accuracy"], record["cost"]
+    adapt_prior("runs/meta_svi-...", task, out="runs/adapt-arch", transfer="architecture")
 """
 
 from __future__ import annotations
@@ -94,18 +103,20 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
-                ) -> dict[str, Any]:
+                transfer: str = "all") -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
 
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
     ``draws`` (posterior draws in ``posterior.nc``) default to the run's own settings;
     ``curve_steps`` to ``0, 5, 10, 20, 40, 80`` up to ``steps`` (and ``steps`` itself).
+    ``transfer`` says what of the meta-prior the task starts from (``"all"``,
+    ``"architecture"``, ``"weights"``; see the module docstring).
     """
     if any((Path(out) / name).exists() for name in (CHECKPOINT, CONFIG)):
         raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
                           "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
-    model, guide, cfg, _ = load_trained(prior, device=dev)
+    model, guide, cfg, _ = load_trained(prior, device=dev, transfer=transfer)
     space = model.space
     task = check_task_fits(task, space, prior)
     steps = cfg.adapt_steps if steps is None else steps
@@ -137,7 +148,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                     inner_losses={task.name: losses})
     record = {"prior": str(Path(prior)), "task": task.name, "family": task.family,
               "n_classes": task.n_classes, "support": len(xs), "query": len(xq),
-              "steps": steps, "temperature": tau, "seed": seed,
+              "steps": steps, "temperature": tau, "seed": seed, "transfer": transfer,
               "query_accuracy": accuracy[steps], "prior_accuracy": accuracy.get(0),
               "genotype": genotype.to_dict(),
               "op_probs": {c: p.tolist() for c, p in post.op_probs().items()},

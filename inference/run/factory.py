@@ -13,6 +13,7 @@ Usage::
     guide = build_guide(cfg, model)
     svi = build_meta_svi(cfg, model, guide)
     model, guide, cfg, state = load_trained("runs/x")
+    model, guide, cfg, state = load_trained("runs/x", transfer="architecture")  # W_0's weights
 """
 
 from __future__ import annotations
@@ -134,9 +135,39 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    weight_scale=cfg.weight_scale, weight_update=cfg.weight_update)
 
 
+TRANSFERS = ("all", "architecture", "weights")
+
+
+def transfer_state(meta: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], *,
+                   transfer: str = "all") -> dict[str, torch.Tensor]:
+    """The ``W`` a new task adapts from, as a state dict: what of the meta-trained ``meta`` it
+    takes, the rest from the run's initial ``W_0`` (``initial``).
+
+    * ``"all"``: the meta-prior itself;
+    * ``"architecture"``: the meta-trained architecture logits ``alpha`` with ``W_0``'s weight
+      prior ``(mu, log sigma)``: the architecture prior alone transfers, the weights start
+      where meta-training started;
+    * ``"weights"``: the meta-trained weight prior with ``W_0``'s (uniform) logits.
+    """
+    if transfer not in TRANSFERS:
+        raise ValueError(f"transfer must be one of {TRANSFERS}, got {transfer!r}")
+    if transfer == "all":
+        return dict(meta)
+    keep_alpha = transfer == "architecture"
+    return {k: (v if k.startswith("alpha_") == keep_alpha else initial[k])
+            for k, v in meta.items()}
+
+
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
+                 transfer: str = "all",
                  ) -> tuple[BASEModel, OptimizationEmbeddingGuide, MetaConfig, dict[str, Any]]:
-    """Model (with the checkpoint's W), guide, config and raw checkpoint state of a run."""
+    """Model (with the checkpoint's W), guide, config and raw checkpoint state of a run.
+
+    :param transfer: what the model's ``W`` takes from the checkpoint (:func:`transfer_state`;
+        the rest is the run's ``W_0``, rebuilt from its config and seed).
+    """
+    if transfer not in TRANSFERS:
+        raise ValueError(f"transfer must be one of {TRANSFERS}, got {transfer!r}")
     run_dir = Path(run_dir)
     missing = [n for n in (CONFIG, CHECKPOINT) if not (run_dir / n).is_file()]
     if missing:
@@ -146,9 +177,13 @@ def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
     space = build_space(cfg)
     state = load_checkpoint(run_dir / CHECKPOINT, space=space, map_location=device)
     model = build_model(cfg, space, device=device)
+    initial = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     try:
         model.W.load_state_dict(state["svi"]["W"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} does not hold W for this "
                               f"model: {e}") from e
+    if transfer != "all":
+        model.W.load_state_dict(transfer_state(model.W.state_dict(), initial,
+                                               transfer=transfer))
     return model, build_guide(cfg, model), cfg, state
