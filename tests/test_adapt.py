@@ -159,10 +159,12 @@ def test_fewshot_on_omniglot_in_its_real_layout(prior, tmp_path, capsys):
 
 
 def test_transfer_state_takes_what_it_names_from_the_meta_prior():
-    from pyro_base.inference.commands.adapt import build_parser
+    from pyro_base.inference.commands import adapt as command
+    from pyro_base.inference.run.adaptation import STARTS
     from pyro_base.inference.run.factory import TRANSFERS, transfer_state
-    action = next(a for a in build_parser()._actions if a.dest == "transfer")
-    assert tuple(action.choices) == TRANSFERS  # the torch-free parser's copy
+    action = next(a for a in command.build_parser()._actions if a.dest == "transfer")
+    assert tuple(action.choices) == STARTS == command.STARTS  # the torch-free parser's copy
+    assert STARTS == (*TRANSFERS, "select")
     meta = {"mu": np.ones(3), "log_sigma": np.ones(3), "alpha_normal": np.ones(2)}
     init = {k: np.zeros_like(v) for k, v in meta.items()}
     assert transfer_state(meta, init, transfer="all") == meta
@@ -206,3 +208,108 @@ def test_architecture_transfer_starts_from_the_meta_logits_and_the_initial_weigh
     with pytest.raises(SystemExit):
         cli(["--prior", str(prior), "--out", str(out), "--transfer", "head", *TASK])
     assert "--transfer: invalid choice" in capsys.readouterr().err
+
+
+def test_none_transfer_is_the_runs_w0_and_select_chooses_between_it_and_the_meta_prior(prior):
+    import torch
+
+    from pyro_base.inference.run.adaptation import SELECT_FROM, selection_starts
+    from pyro_base.inference.run.factory import build_model, build_space
+    meta, _, cfg, _ = load_trained(prior)
+    none, _, _, _ = load_trained(prior, transfer="none")
+    W0 = build_model(cfg, build_space(cfg)).W.state_dict()
+    assert not torch.equal(meta.W.mu, W0["mu"])
+    for name, value in none.W.state_dict().items():
+        assert torch.equal(value, W0[name]), name
+    starts = selection_starts(meta, cfg)
+    assert tuple(starts) == SELECT_FROM == ("all", "none")
+    for name, value in meta.W.state_dict().items():
+        assert torch.equal(starts["all"][name], value), name
+        assert torch.equal(starts["none"][name], W0[name]), name
+    meta.W.mu.data.add_(1.0)  # the candidates are copies, not views of the model's W
+    assert not torch.equal(starts["all"]["mu"], meta.W.mu)
+
+
+@pytest.mark.parametrize("seed", [1, 3])  # (when written: seed 1 chose none, 3 all)
+def test_select_transfer_records_the_choice_and_adapts_from_the_chosen_start(prior, tmp_path,
+                                                                            seed):
+    """adapt.json holds the held-out scores and the start chosen; the cost counts the two
+    candidates' adaptations on the fit part; the adaptation itself is that of a plain
+    --transfer <start> with the same seed, number for number."""
+    steps = 2
+    args = ["--prior", str(prior), "--steps", str(steps), "--curve-steps", "0", "1",
+            "--seed", str(seed), *TASK, "--n-support", "40"]  # 4 of each of 10 classes
+    assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select"]) == 0
+    record = json.loads((tmp_path / "sel" / "adapt.json").read_text())
+    sel = record["selection"]
+    assert record["transfer"] == "select" and record["start"] in ("all", "none")
+    assert sel["candidates"] == ["all", "none"] and sel["steps"] == [steps]
+    assert sel["chosen"] == {str(steps): record["start"]}
+    acc = sel["heldout_accuracy"]
+    assert record["start"] == ("none" if acc["none"][0] > acc["all"][0] else "all")
+    assert sel["fit_size"] + sel["heldout_size"] == record["support"] == 40
+    assert sel["heldout_size"] >= 1
+    cost = record["cost"]
+    assert cost["forward_backward"] == steps * 3
+    assert cost["forward"] == 2 * 1  # two candidates x num_samples (the run's: 1)
+    assert cost["images"] == steps * 8 + 2 * (steps * 8 + 1 * sel["heldout_size"])
+    plain = {}
+    for start in ("all", "none"):
+        out = tmp_path / start
+        assert cli([*args, "--out", str(out), "--transfer", start]) == 0
+        plain[start] = json.loads((out / "adapt.json").read_text())
+        assert plain[start]["transfer"] == plain[start]["start"] == start
+        assert "selection" not in plain[start]
+    same = plain[record["start"]]
+    assert record["query_accuracy"] == same["query_accuracy"]
+    assert record["prior_accuracy"] == same["prior_accuracy"]
+    assert record["op_probs"] == same["op_probs"] and record["genotype"] == same["genotype"]
+    assert json.loads((tmp_path / "sel" / "curve.json").read_text()) == \
+        json.loads((tmp_path / record["start"] / "curve.json").read_text())
+    # the other start adapts to other numbers (the comparison above can tell them apart)
+    other = plain["none" if record["start"] == "all" else "all"]
+    assert other["op_probs"] != same["op_probs"]
+
+
+def test_select_transfer_at_zero_steps_costs_only_the_held_out_draws(prior, tmp_path):
+    out = tmp_path / "sel0"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", "--transfer",
+                "select", *TASK, "--n-support", "40"]) == 0
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["cost"]["forward_backward"] == 0 and record["cost"]["forward"] == 2
+    assert record["selection"]["chosen"] == {"0": record["start"]}
+
+
+def test_fewshot_select_counts_the_starts_chosen(prior, tmp_path, capsys):
+    out = tmp_path / "fs_sel"
+    fs = ["--episodes", "3", "--n-way", "3", "--query-per-class", "2", "--steps", "1"]
+    assert cli(["--prior", str(prior), "--out", str(out), *fs, "--k-shot", "4",
+                "--transfer", "select", *TASK]) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    assert report["transfer"] == "select" and len(report["accuracies"]) == 3
+    assert set(report["chosen"]) == {"all", "none"} and sum(report["chosen"].values()) == 3
+    # without select there is no count; a 1-shot episode leaves nothing to hold out
+    assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs"), *fs, "--k-shot", "4",
+                *TASK]) == 0
+    assert "chosen" not in json.loads((tmp_path / "fs" / "fewshot.json").read_text())
+    capsys.readouterr()
+    assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs2"), *fs, "--k-shot", "1",
+                "--transfer", "select", *TASK]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "leaves no image held out" in err[0]
+
+
+def test_fewshot_score_with_starts_adapts_each_episode_from_the_chosen_one(prior):
+    """Two identical candidates: every episode chooses the first (a tie), and the accuracies
+    are those of the plain protocol from that start, episode for episode."""
+    from pyro_base.inference.evaluate.fewshot import episode_source, fewshot_score
+
+    model, guide, cfg, _ = load_trained(prior)
+    state = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    source = episode_source("procedural", n_way=3, k_shot=4, n_query=2,
+                            image_size=model.space.input_size, families=("motif",))
+    kw = dict(episodes=3, steps=1, temperature=cfg.adapt_temperature, num_samples=1, seed=5)
+    plain = fewshot_score(model, guide, source, **kw)
+    chosen = fewshot_score(model, guide, source, starts={"all": state, "copy": state}, **kw)
+    assert chosen["chosen"] == {"all": 3, "copy": 0} and "chosen" not in plain
+    assert chosen["accuracies"] == plain["accuracies"]

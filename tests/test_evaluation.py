@@ -147,7 +147,10 @@ def test_untrained_arm_is_the_runs_start(trained, tmp_path):
         assert r["accuracy"]["meta"] == r["accuracy"]["meta_weights_uniform_arch"]
         assert r["accuracy"]["meta"] == r["accuracy"]["meta_arch_untrained_weights"]
         assert r["top_op"]["meta"] == r["top_op"]["untrained"]
-    for name in ("meta-untrained", "meta_arch_untrained_weights-untrained"):
+        assert r["accuracy"]["select"] == r["accuracy"]["meta"]  # ARMS has select: a tie
+        assert set(r["selection"]["chosen"].values()) == {"meta"}
+    for name in ("meta-untrained", "meta_arch_untrained_weights-untrained",
+                 "select-untrained"):
         gain = result.families["relation"]["gains"][name]
         assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
     assert "gain arch-only" in format_summary(result)
@@ -158,7 +161,7 @@ def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
     process with one thread, float for float, records in the same order; only the timings
     differ."""
     path = Path(shutil.copytree(trained[0], tmp_path / "run"))
-    arms = ("meta", "untrained")
+    arms = ("meta", "untrained", "select")  # select: the choice is made in the workers too
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -172,6 +175,7 @@ def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
         return [{k: v for k, v in r.items() if k != "adapt_seconds"} for r in records]
 
     assert len(one.tasks) == 4 and strip(two.tasks) == strip(one.tasks)
+    assert all("selection" in r for r in two.tasks)
     assert two.families == one.families
     assert (one.settings["workers"], two.settings["workers"]) == (1, 2)
     saved = json.loads((path / "evaluation" / "evaluation.json").read_text())
@@ -249,7 +253,9 @@ def test_top_op_excludes_none(tiny_model):
     ({"steps": (1, 1)}, "steps"), ({"steps": (0, -2)}, "steps"), ({"arms": ("meta", "x")}, "arms"),
     ({"device": "tpu"}, "device"), ({"seed": -1}, "seed"), ({"n_boot": 0}, "n_boot"),
     ({"elbo_impl": "fast"}, "elbo_impl"), ({"workers": 0}, "workers"),
-    ({"workers": 1.5}, "workers")])
+    ({"workers": 1.5}, "workers"), ({"arms": ("meta", "select")}, "'select' arm chooses"),
+    ({"arms": ("untrained", "select")}, "'select' arm chooses"),
+    ({"arms": ("select",)}, "'select' arm chooses")])
 def test_bad_arguments_are_refused_before_reading_the_run(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=name):
         evaluate_run(tmp_path / "absent", **kwargs)
@@ -260,6 +266,9 @@ def test_cli_help_runs_without_data():
                        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert script().ARMS == ARMS and script().DEFAULT_ARMS == DEFAULT_ARMS
+    assert "select" in ARMS and "select" not in DEFAULT_ARMS
+    action = next(a for a in script().build_parser()._actions if a.dest == "arms")
+    assert tuple(action.choices) == ARMS
     for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--arms", "--workers", "--device",
                  "--seed", "--progress"):
         assert flag in r.stdout
@@ -298,3 +307,87 @@ def test_cli_prints_the_summary(trained, tmp_path, capsys):
     assert "reusing" not in out and "| colour | 1 |" in out and "support accuracy meta" in out
     data = json.loads((path / "evaluation" / "evaluation.json").read_text())
     assert set(data["tasks"][0]["support_accuracy"]) == {"meta", "untrained"}
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory):
+    """A trained run with 4 support images of each of 5 classes, evaluated with the select
+    arm (and the support accuracy, which the arm also reads from its choice)."""
+    cfg = CFG.replace(n_support=20)
+    path, _ = make_run(tmp_path_factory.mktemp("select") / "run", cfg, train=True)
+    result = evaluate_run(path, tasks_per_family=2, steps=(0, 2), n_boot=200,
+                          arms=("meta", "untrained", "select"), support_accuracy=True)
+    return path, result
+
+
+def test_select_arm_reads_the_chosen_arm_per_task_and_step(selected):
+    from pyro_base.inference.run.selection import choose
+
+    _, result = selected
+    steps = [0, 2]
+    assert len(result.tasks) == 4
+    for r in result.tasks:
+        sel = r["selection"]
+        assert sel["candidates"] == ["meta", "untrained"] and sel["steps"] == steps
+        assert set(sel["chosen"]) == {"0", "2"}
+        assert sel["chosen"] == {str(k): v for k, v in
+                                 choose(sel["heldout_accuracy"], steps).items()}
+        assert sel["fit_size"] + sel["heldout_size"] == 20 and sel["heldout_size"] == 5
+        for j, k in enumerate(steps):
+            arm = sel["chosen"][str(k)]
+            assert r["accuracy"]["select"][j] == r["accuracy"][arm][j]
+            assert r["support_accuracy"]["select"][j] == r["support_accuracy"][arm][j]
+        assert r["top_op"]["select"] == r["top_op"][sel["chosen"]["2"]]
+        assert r["adapt_seconds"]["select"] > 0
+    # both starts are chosen somewhere (so reading the chosen arm is told from reading one)
+    assert {c for r in result.tasks for c in r["selection"]["chosen"].values()} == \
+        {"meta", "untrained"}
+    for name, family in result.families.items():
+        rows = [r for r in result.tasks if r["family"] == name]
+        for other in ("untrained", "meta"):
+            gain = family["gains"][f"select-{other}"]
+            diffs = [np.subtract(r["accuracy"]["select"], r["accuracy"][other]) for r in rows]
+            assert gain["mean"] == pytest.approx(np.mean(diffs, axis=0).tolist())
+        assert set(family["accuracy"]) == {"meta", "untrained", "select"}
+    table = format_summary(result)
+    header = table.splitlines()[0]
+    assert "| meta | untrained | uniform-arch | select |" in header
+    assert "gain select-untrained" in header and "gain meta-untrained" in header
+    assert table.count("| motif | 2 |") == 2  # query and support accuracy tables
+    assert "| support accuracy meta | support accuracy untrained | support accuracy select |" \
+        in table
+
+
+def test_select_arm_choice_is_select_start_from_its_own_pair_seed(selected):
+    """The recorded choice is select_start between the meta-prior and W_0 on the task's
+    support set, seeded by the task's SELECT_SLOT, independent of the other arms."""
+    from pyro_base.inference.evaluate.paired import SELECT_SLOT, _arm_states
+    from pyro_base.inference.run.selection import select_start
+
+    path, result = selected
+    model, _, cfg, state = load_trained(path)
+    guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
+    states = _arm_states(cfg, {k: v.clone() for k, v in state["svi"]["W"].items()}, "cpu")
+    task = build_tasks(cfg, build_space(cfg)).task("colour", 1, "test")
+    record = next(r for r in result.tasks if r["task"] == task.name)
+    sel = select_start(model, guide, {a: states[a] for a in ("meta", "untrained")},
+                       *task.support, n_classes=task.n_classes, steps=[0, 2],
+                       temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
+                       seed=pair_seed(0, 1, 1, SELECT_SLOT))
+    assert json.loads(json.dumps(sel.to_dict())) == record["selection"]
+
+
+def test_select_arm_takes_the_meta_prior_on_a_tie(tmp_path):
+    """With W = W_0 the two candidates are one: every choice is meta, with its numbers."""
+    run, _ = make_run(tmp_path / "untrained", CFG.replace(families=["colour"], n_support=20),
+                      train=False)
+    result = evaluate_run(run, tasks_per_family=2, steps=(0, 1), n_boot=50,
+                          arms=("meta", "untrained", "select"))
+    for r in result.tasks:
+        acc = r["selection"]["heldout_accuracy"]
+        assert acc["meta"] == acc["untrained"]
+        assert r["selection"]["chosen"] == {"0": "meta", "1": "meta"}
+        assert r["accuracy"]["select"] == r["accuracy"]["meta"] == r["accuracy"]["untrained"]
+    zero = {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
+    assert result.families["colour"]["gains"]["select-untrained"] == zero
+    assert result.families["colour"]["gains"]["select-meta"] == zero

@@ -9,6 +9,7 @@ Usage::
         --steps 40 --out runs/adapt-mine
     python scripts/adapt.py --prior RUN ... --steps 0 --out runs/prior   # the prior's cell
     python scripts/adapt.py --prior RUN ... --transfer architecture --out runs/adapt-arch
+    python scripts/adapt.py --prior RUN ... --transfer select --out runs/adapt-sel
     python scripts/train_genotype.py --genotype runs/adapt-mine/genotype.json ...   # then train
 
 The search space, ``W`` and settings come from the run (``config.yaml``, ``checkpoint.pt``);
@@ -29,6 +30,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# pyro_base.inference.run.adaptation.STARTS (help must not import torch)
+STARTS = ("all", "architecture", "weights", "none", "select")
 
 def build_parser() -> argparse.ArgumentParser:
     from pyro_base.cli import add_common_arguments, add_task_arguments
@@ -51,10 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predictive draws for the query accuracy (default: the run's)")
     p.add_argument("--draws", type=int, default=None,
                    help="posterior draws in posterior.nc (default: the run's posterior_draws)")
-    p.add_argument("--transfer", choices=("all", "architecture", "weights"), default="all",
+    p.add_argument("--transfer", choices=STARTS, default="all",
                    help="what the task starts from: the whole meta-prior (all), its "
                         "architecture logits with the run's initial weights W_0 "
-                        "(architecture), or its weights with uniform logits (weights)")
+                        "(architecture), its weights with uniform logits (weights), W_0 "
+                        "itself (none), or whichever of all and none scores higher on a "
+                        "held-out quarter of the support set after --steps steps (select; "
+                        "about 3x the cost)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inner loop and the draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g = p.add_argument_group("few-shot protocol (with --episodes: N-way K-shot episodes of the "
@@ -98,13 +104,15 @@ def fewshot(args: argparse.Namespace) -> int:
     """The few-shot protocol: mean query accuracy over episodes with its 95% interval."""
     from pyro_base.checkpoint import CheckpointError
     from pyro_base.inference.evaluate.fewshot import episode_source, fewshot_score
+    from pyro_base.inference.run.adaptation import selection_starts
     from pyro_base.inference.run.factory import load_trained
     from pyro_base.inference.run.runlog import RunDir
     from pyro_base.training import resolve_device
 
     try:
+        select = args.transfer == "select"
         model, guide, cfg, _ = load_trained(args.prior, device=resolve_device(args.device),
-                                            transfer=args.transfer)
+                                            transfer="all" if select else args.transfer)
         space = model.space
         source = episode_source(args.task_source, n_way=args.n_way, k_shot=args.k_shot,
                                 n_query=args.query_per_class, image_size=space.input_size,
@@ -119,7 +127,8 @@ def fewshot(args: argparse.Namespace) -> int:
                                else args.temperature,
                                num_samples=cfg.num_samples if args.num_samples is None
                                else args.num_samples,
-                               seed=args.seed, split=args.task_split, progress=args.progress)
+                               seed=args.seed, split=args.task_split, progress=args.progress,
+                               starts=selection_starts(model, cfg) if select else None)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

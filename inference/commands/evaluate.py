@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 # pyro_base.inference.evaluate.paired.ARMS and DEFAULT_ARMS
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights")
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights",
+        "select")
 DEFAULT_ARMS = ARMS[:3]
 
 
@@ -68,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS),
                    help="starting W to adapt: the meta-trained W, W_0, the meta-trained "
                         "weights with W_0's uniform architecture logits, and (on request) the "
-                        "meta-trained architecture logits with W_0's weights")
+                        "meta-trained architecture logits with W_0's weights, and 'select' "
+                        "(with meta and untrained): per task, the one of the two that scores "
+                        "higher on a held-out quarter of its support set")
     p.add_argument("--workers", type=int, default=1,
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "

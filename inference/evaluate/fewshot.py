@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_base.cli import EPISODE_SOURCES
+from pyro_base.inference.run.selection import select_start
 from pyro_base.inference.vi.adapt import adapt
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.models.base_model import BASEModel
@@ -64,15 +66,31 @@ def episode_source(name: str, *, n_way: int, k_shot: int, n_query: int, image_si
 def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
                   source: TaskDistribution, *, episodes: int, steps: int,
                   temperature: float, num_samples: int = 4, seed: int = 0,
-                  split: str = "test", progress: bool = False) -> dict[str, Any]:
-    """Adapt to ``episodes`` episodes of ``split`` and score each one's query set."""
+                  split: str = "test", progress: bool = False,
+                  starts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+                  ) -> dict[str, Any]:
+    """Adapt to ``episodes`` episodes of ``split`` and score each one's query set.
+
+    ``starts`` (name -> state dict of ``model.W``, the preferred first): each episode first
+    chooses among them by held-out accuracy on a quarter of its support set after ``steps``
+    steps (:func:`~pyro_base.inference.run.selection.select_start`); the report counts the
+    choices (``chosen``).
+    """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for an interval, got {episodes}")
-    accuracies = []
+    accuracies: list[float] = []
+    chosen: list[str] = []
     start = time.perf_counter()
     for i in tqdm(range(episodes), disable=not progress, desc="episodes"):
         task = source.sample(split, np.random.default_rng([seed, i]))
-        torch.manual_seed(int(np.random.default_rng([seed, i, 1]).integers(2**62)))
+        episode_seed = int(np.random.default_rng([seed, i, 1]).integers(2**62))
+        if starts is not None:
+            sel = select_start(model, guide, starts, *task.support, n_classes=task.n_classes,
+                               steps=[steps], temperature=temperature,
+                               num_samples=num_samples, seed=episode_seed)
+            chosen.append(sel.chosen[steps])
+            model.W.load_state_dict(dict(starts[chosen[-1]]))
+        torch.manual_seed(episode_seed)
         accuracies.append(adapt(model, guide, task, steps=steps, temperature=temperature,
                                 num_samples=num_samples).query_accuracy)
     acc = np.asarray(accuracies)
@@ -80,4 +98,5 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
     return {"episodes": episodes, "split": split, "steps": steps, "temperature": temperature,
             "mean": float(acc.mean()), "ci95": half,
             "interval": [float(acc.mean()) - half, float(acc.mean()) + half],
-            "seconds": time.perf_counter() - start, "accuracies": acc.tolist()}
+            "seconds": time.perf_counter() - start, "accuracies": acc.tolist(),
+            **({"chosen": {n: chosen.count(n) for n in starts}} if starts is not None else {})}

@@ -12,13 +12,21 @@ count in ``steps`` (``0``: no adaptation). The arms:
   ``W_0``'s uniform logits, which separates the weights' contribution from the architecture's;
 * ``meta_arch_untrained_weights`` (asked for by name; not among :data:`DEFAULT_ARMS`): the
   meta-trained ``alpha`` with ``W_0``'s ``mu, sigma``, the architecture prior's contribution
-  alone, which completes the 2 x 2 of weights and architecture.
+  alone, which completes the 2 x 2 of weights and architecture;
+* ``select`` (asked for by name, with ``meta`` and ``untrained``): per task and step count,
+  the one of ``meta`` and ``untrained`` that scores higher on a held-out quarter of the task's
+  own support set after that many steps, each adapted on the other three quarters
+  (:func:`~pyro_base.inference.run.selection.select_start`, as ``pyro-base adapt --transfer
+  select`` does), with the chosen arm's accuracy on the query set. It costs two more
+  adaptations on 3/4 of the support set per task; the record keeps the held-out scores and
+  the choices (``selection``).
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
 noise. Per family, step count and arm the summary holds the mean accuracy and, for the gains
 (``meta-untrained``, ``meta_weights_uniform_arch-untrained``,
-``meta-meta_weights_uniform_arch``, ``meta_arch_untrained_weights-untrained``), the mean
+``meta-meta_weights_uniform_arch``, ``meta_arch_untrained_weights-untrained``,
+``select-untrained``, ``select-meta``), the mean
 per-task difference, both with a 95% percentile
 bootstrap interval over tasks. Each task also records, per arm and cell type, the op with the
 largest edge-averaged posterior probability (``none`` excluded) after ``max(steps)`` steps;
@@ -64,6 +72,7 @@ from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     DEFAULT_ARMS,
     GAINS,
     PREFERRED,
+    SELECT,
     EvaluationResult,
     bootstrap_interval,
     format_summary,
@@ -81,6 +90,7 @@ from pyro_base.inference.run.factory import (
 )
 from pyro_base.inference.run.run_dir import load_run
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
+from pyro_base.inference.run.selection import select_start
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.inference.vi.elbo import check_supported
 from pyro_base.inference.vi.guides import ELBO_IMPLS, AdaptedPosterior
@@ -93,6 +103,7 @@ FOLDER, JSON_FILE, CURVES_FILE = "evaluation", "evaluation.json", "curves.png"
 
 
 SUPPORT_SLOT = 1_000_000  # pair_seed slot of the support-set predictive: SUPPORT_SLOT + k
+SELECT_SLOT = 2_000_000  # pair_seed slot of the choice of start (arm "select")
 
 
 def pair_seed(seed: int, family_index: int, task_index: int, slot: int) -> int:
@@ -121,6 +132,9 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
     if isinstance(arms, str) or not arms or len(set(arms)) != len(arms) or any(
             a not in ARMS for a in arms):
         raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
+    if SELECT in arms and not {"meta", "untrained"} <= set(arms):
+        raise ValueError(f"the {SELECT!r} arm chooses between 'meta' and 'untrained': ask for "
+                         f"both with it, got {list(arms)!r}")
     check_device(device)
     if not is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
@@ -155,8 +169,10 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
-                   cfg: Any, support_accuracy: bool = False) -> dict[str, Any]:
-    """Every arm on one task: accuracies at ``steps``, top ops after the last step."""
+                   cfg: Any, support_accuracy: bool = False, select: bool = False,
+                   ) -> dict[str, Any]:
+    """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
+    ``select``, the choice between ``meta`` and ``untrained`` per step count)."""
     task = task.to(model.W.mu.device)
     (xs, ys), (xq, yq) = task.support, task.query
     record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
@@ -186,6 +202,18 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         if support_accuracy:
             record["support_accuracy"][arm] = fit
         record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
+    if select:
+        start = time.perf_counter()
+        sel = select_start(model, guide, {a: states[a] for a in ("meta", "untrained")}, xs, ys,
+                           n_classes=task.n_classes, steps=steps,
+                           temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
+                           seed=pair_seed(seed, fi, ti, SELECT_SLOT))
+        record["adapt_seconds"][SELECT] = time.perf_counter() - start  # the choice only
+        record["selection"] = sel.to_dict()
+        reads = ["accuracy"] + (["support_accuracy"] if support_accuracy else [])
+        for key in reads:
+            record[key][SELECT] = [record[key][sel.chosen[k]][j] for j, k in enumerate(steps)]
+        record["top_op"][SELECT] = record["top_op"][sel.chosen[max(steps)]]
     preferred = PREFERRED.get(task.family)
     record["matches_preference"] = (None if preferred is None or "meta" not in states else
                                     record["top_op"]["meta"].get("normal") in preferred)
@@ -203,6 +231,7 @@ class _Setup:
     states: dict[str, dict[str, torch.Tensor]]
     by_family: dict[str, list[Task]]
     elbo_impl: str
+    select: bool = False
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
@@ -223,7 +252,7 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
-    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl)
+    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, SELECT in arms)
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
@@ -239,7 +268,7 @@ def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int,
     s, steps, seed, support_accuracy = context
     task = list(s.by_family.values())[fi][ti]
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
-                          cfg=s.cfg, support_accuracy=support_accuracy)
+                          cfg=s.cfg, support_accuracy=support_accuracy, select=s.select)
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
@@ -286,7 +315,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         tasks = list(s.by_family.values())
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
                                   steps=steps, seed=seed, cfg=s.cfg,
-                                  support_accuracy=support_accuracy)
+                                  support_accuracy=support_accuracy, select=s.select)
                    for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),

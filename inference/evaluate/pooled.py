@@ -74,10 +74,20 @@ def restrict(evaluation: dict[str, Any], *, steps: Sequence[int] | None = None,
     tasks = [t for t in evaluation["tasks"]
              if tasks_per_family is None or t["task_index"] < tasks_per_family]
     tasks = [{**t, **{key: {a: [v[i] for i in keep] for a, v in t[key].items()}
-                      for key in ("accuracy", "support_accuracy") if key in t}}
+                      for key in ("accuracy", "support_accuracy") if key in t},
+              **({"selection": _restrict_selection(t["selection"], steps)}
+                 if "selection" in t else {})}
              for t in tasks]
     return {**evaluation, "settings": {**evaluation["settings"], "steps": steps},
             "tasks": tasks}
+
+
+def _restrict_selection(sel: dict[str, Any], steps: list[int]) -> dict[str, Any]:
+    """A task's ``selection`` record (arm ``select``) at the step counts ``steps`` only."""
+    keep = [sel["steps"].index(k) for k in steps]
+    return {**sel, "steps": steps, "chosen": {str(k): sel["chosen"][str(k)] for k in steps},
+            **{key: {a: [v[i] for i in keep] for a, v in sel[key].items()}
+               for key in ("heldout_accuracy", "heldout_loglik")}}
 
 
 def two_level_interval(values: Sequence[np.ndarray], *, n_boot: int = 2000, seed: int = 0,

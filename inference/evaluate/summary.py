@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on request
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY)
+SELECT = "select"  # per task, meta or untrained, chosen on held-out support data: on request
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY, SELECT)
 DEFAULT_ARMS = ARMS[:3]
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
-         ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"))
+         ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"),
+         (SELECT, "untrained"), (SELECT, "meta"))
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
 PREFERRED: dict[str, tuple[str, ...] | None] = {
     "motif": ("sep_conv_3x3", "sep_conv_5x5"),
@@ -90,29 +92,30 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
 
 def format_summary(result: EvaluationResult) -> str:
     """A markdown table: per family and step count, the arms' mean query accuracy and the
-    paired gains over the untrained start with their 95% intervals (the architecture-only arm's
-    columns where it was evaluated, and a table of support accuracy where it was read)."""
+    paired gains over the untrained start with their 95% intervals (the on-request arms'
+    columns where they were evaluated), and a table of support accuracy where it was read."""
     def cell(stat: dict[str, list[float]] | None, j: int, interval: bool = False) -> str:
         if stat is None:
             return "-"
         text = f"{stat['mean'][j]:+.3f}" if interval else f"{stat['mean'][j]:.3f}"
         return text + (f" [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]" if interval else "")
 
-    arch_only = any(ARCH_ONLY in s["accuracy"] for s in result.families.values())
-    arms = ARMS if arch_only else DEFAULT_ARMS
-    lines = ["| family | steps | meta | untrained | uniform-arch | "
-             + ("arch-only | " if arch_only else "") + "gain meta-untrained [lo, hi] "
-             "| gain weights-only [lo, hi] |" + (" gain arch-only [lo, hi] |" if arch_only else ""),
-             "|---|---:|" + "---:|" * (5 + 2 * arch_only)]
+    labels = {"meta": "meta", "untrained": "untrained", "meta_weights_uniform_arch":
+              "uniform-arch", ARCH_ONLY: "arch-only", SELECT: "select"}
+    gain_labels = {"meta": "meta-untrained", "meta_weights_uniform_arch": "weights-only",
+                   ARCH_ONLY: "arch-only", SELECT: "select-untrained"}
+    evaluated = {a for s in result.families.values() for a in s["accuracy"]}
+    arms = [a for a in DEFAULT_ARMS] + [a for a in (ARCH_ONLY, SELECT) if a in evaluated]
+    gains = [a for a in gain_labels if a in arms]
+    lines = ["| family | steps | " + " | ".join(labels[a] for a in arms) + " | "
+             + " | ".join(f"gain {gain_labels[a]} [lo, hi]" for a in gains) + " |",
+             "|---|---:|" + "---:|" * (len(arms) + len(gains))]
     for family, s in result.families.items():
-        acc, gains = s["accuracy"], s["gains"]
+        acc, gain = s["accuracy"], s["gains"]
         for j, k in enumerate(s["steps"]):
             lines.append(f"| {family} | {k} | " + " | ".join(
                 [cell(acc.get(a), j) for a in arms]
-                + [cell(gains.get("meta-untrained"), j, True),
-                   cell(gains.get("meta_weights_uniform_arch-untrained"), j, True)]
-                + ([cell(gains.get(f"{ARCH_ONLY}-untrained"), j, True)] if arch_only else []))
-                + " |")
+                + [cell(gain.get(f"{a}-untrained"), j, True) for a in gains]) + " |")
     fit = {f: s["support_accuracy"] for f, s in result.families.items()
            if "support_accuracy" in s}
     if fit:

@@ -20,13 +20,18 @@ meta-prior (:func:`~pyro_base.inference.run.factory.transfer_state`). On the emb
 families the meta-trained weights memorise the support set of one family (``relation``) and
 lose to the untrained start there after 40 steps or more; the architecture prior alone loses
 about a third as much there, and gains about half as much at short budgets elsewhere. The
-README's "Does meta-training learn?" gives the numbers.
+README's "Does meta-training learn?" gives the numbers. ``transfer="none"`` starts from
+``W_0`` itself. ``transfer="select"`` lets the task choose between the whole meta-prior and
+``W_0`` by held-out accuracy on a quarter of its support set at the step budget
+(:mod:`~pyro_base.inference.run.selection`; about three times the cost of one adaptation);
+``adapt.json`` then records the held-out scores and the start chosen.
 
 Usage::
 
     record = adapt_prior("runs/meta_svi-...", task, steps=20, out="runs/adapt-motif")
     record["query_accuracy"], record["cost"]
     adapt_prior("runs/meta_svi-...", task, out="runs/adapt-arch", transfer="architecture")
+    adapt_prior("runs/meta_svi-...", task, out="runs/adapt-sel", transfer="select")["start"]
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ import torch
 
 from pyro_base.config import ConfigError
 from pyro_base.inference.report.plots import plot_adaptation_curves
-from pyro_base.inference.run.factory import load_trained
+from pyro_base.inference.run.factory import TRANSFERS, build_model, load_trained, transfer_state
 from pyro_base.inference.run.heldout import write_posterior
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
+from pyro_base.inference.run.selection import select_start
 from pyro_base.inference.search.config import SearchCost
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.search_space import SearchSpace
@@ -54,6 +60,8 @@ from pyro_base.training import resolve_device
 log = logging.getLogger(__name__)
 
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
+STARTS = (*TRANSFERS, "select")  # what adaptation may start from
+SELECT_FROM = ("all", "none")  # the candidates of "select", the preferred one first
 
 
 def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> Task:
@@ -99,6 +107,14 @@ def _plot_curve(run: RunDir, task: Task, steps: list[int], accuracy: list[float]
     os.replace(plot_adaptation_curves(families, tmp), run / CURVE_PLOT)
 
 
+def selection_starts(model: Any, cfg: Any) -> dict[str, dict[str, torch.Tensor]]:
+    """The candidates of ``transfer="select"`` (:data:`SELECT_FROM`) as state dicts of
+    ``model.W``: its meta-trained ``W`` and the run's ``W_0``, rebuilt from ``cfg``."""
+    meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
+    return {n: transfer_state(meta, initial, transfer=n) for n in SELECT_FROM}
+
+
 def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
@@ -109,14 +125,17 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
     ``draws`` (posterior draws in ``posterior.nc``) default to the run's own settings;
     ``curve_steps`` to ``0, 5, 10, 20, 40, 80`` up to ``steps`` (and ``steps`` itself).
-    ``transfer`` says what of the meta-prior the task starts from (``"all"``,
-    ``"architecture"``, ``"weights"``; see the module docstring).
+    ``transfer`` says what of the meta-prior the task starts from (one of :data:`STARTS`;
+    see the module docstring).
     """
+    if transfer not in STARTS:
+        raise ConfigError(f"transfer must be one of {STARTS}, got {transfer!r}")
     if any((Path(out) / name).exists() for name in (CHECKPOINT, CONFIG)):
         raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
                           "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
-    model, guide, cfg, _ = load_trained(prior, device=dev, transfer=transfer)
+    model, guide, cfg, _ = load_trained(prior, device=dev,
+                                        transfer="all" if transfer == "select" else transfer)
     space = model.space
     task = check_task_fits(task, space, prior)
     steps = cfg.adapt_steps if steps is None else steps
@@ -127,16 +146,33 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     curve = sorted({s for s in (curve_steps or (0, 5, 10, 20, 40, 80)) if s <= steps} | {steps})
     task = task.to(dev)
     (xs, ys), xq = task.support, task.query[0]
-    torch.manual_seed(seed)
     start = time.perf_counter()
+    selection = None
+    if transfer == "select":
+        starts = selection_starts(model, cfg)
+        selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                                 steps=[steps], temperature=tau, num_samples=samples,
+                                 seed=seed)
+        model.W.load_state_dict(starts[selection.chosen[steps]])
+        log.info("held-out accuracy after %d steps %s: starting from %r", steps,
+                 {n: round(a[0], 3) for n, a in selection.heldout_accuracy.items()},
+                 selection.chosen[steps])
+    torch.manual_seed(seed)
     posts, losses = guide.adapt_path(xs, ys, n_classes=task.n_classes, temperature=tau,
                                      steps=curve)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start  # with the choice of start, if any
     accuracy = _score(model, posts, task, temperature=tau, num_samples=samples, seed=seed)
     post = posts[steps]
     genotype = post.genotype(space)
     batch = min(guide.batch_size or len(xs), len(xs))
     cost = SearchCost(seconds=seconds, forward_backward=steps, images=steps * batch)
+    if selection is not None:  # each candidate: steps on the fit part, draws on the rest
+        n = len(selection.candidates)
+        fit_batch = min(guide.batch_size or selection.fit_size, selection.fit_size)
+        cost = SearchCost(seconds=seconds, forward_backward=steps * (1 + n),
+                          forward=n * samples,
+                          images=steps * batch + n * (steps * fit_batch
+                                                      + samples * selection.heldout_size))
     run = RunDir(out)
     run.write_json(GENOTYPE, genotype.to_dict())
     run.write_json(CURVE, {"steps": curve, "query_accuracy": [accuracy[k] for k in curve],
@@ -149,6 +185,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     record = {"prior": str(Path(prior)), "task": task.name, "family": task.family,
               "n_classes": task.n_classes, "support": len(xs), "query": len(xq),
               "steps": steps, "temperature": tau, "seed": seed, "transfer": transfer,
+              "start": transfer if selection is None else selection.chosen[steps],
+              **({} if selection is None else {"selection": selection.to_dict()}),
               "query_accuracy": accuracy[steps], "prior_accuracy": accuracy.get(0),
               "genotype": genotype.to_dict(),
               "op_probs": {c: p.tolist() for c, p in post.op_probs().items()},

@@ -135,7 +135,7 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    weight_scale=cfg.weight_scale, weight_update=cfg.weight_update)
 
 
-TRANSFERS = ("all", "architecture", "weights")
+TRANSFERS = ("all", "architecture", "weights", "none")
 
 
 def transfer_state(meta: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], *,
@@ -147,12 +147,15 @@ def transfer_state(meta: dict[str, torch.Tensor], initial: dict[str, torch.Tenso
     * ``"architecture"``: the meta-trained architecture logits ``alpha`` with ``W_0``'s weight
       prior ``(mu, log sigma)``: the architecture prior alone transfers, the weights start
       where meta-training started;
-    * ``"weights"``: the meta-trained weight prior with ``W_0``'s (uniform) logits.
+    * ``"weights"``: the meta-trained weight prior with ``W_0``'s (uniform) logits;
+    * ``"none"``: ``W_0`` itself, nothing transferred (a fresh start in the run's search space).
     """
     if transfer not in TRANSFERS:
         raise ValueError(f"transfer must be one of {TRANSFERS}, got {transfer!r}")
     if transfer == "all":
         return dict(meta)
+    if transfer == "none":
+        return dict(initial)
     keep_alpha = transfer == "architecture"
     return {k: (v if k.startswith("alpha_") == keep_alpha else initial[k])
             for k, v in meta.items()}
