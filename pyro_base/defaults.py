@@ -33,7 +33,7 @@ INNER_BATCH = 32
 # step as a fraction of META_LR and its rule ("reptile": the tasks' deltas, "query": their
 # query gradients); the Concrete temperature, annealed exponentially
 # TAU_START -> TAU_END
-STEPS = 60
+STEPS = 100
 META_LR = 1.0
 META_LR_FINAL = 0.1
 TASKS_PER_STEP = 4

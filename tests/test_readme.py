@@ -21,7 +21,7 @@ def test_quick_tour_runs_with_a_tiny_budget():
     code = _tour()
     tiny = {'SearchSpace.preset("cpu")': 'SearchSpace.preset("cpu", channels=4)',
             "n_support=96, n_query=96": "n_support=16, n_query=16",
-            "total_steps=60": "total_steps=2", "num_steps=60": "num_steps=1",
+            "total_steps=100": "total_steps=2", "num_steps=100": "num_steps=1",
             "adapt(model, guide, task)": "adapt(model, guide, task, steps=1, num_samples=1)"}
     for old, new in tiny.items():
         assert old in code, f"the README's quick tour no longer has {old!r}"

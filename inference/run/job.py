@@ -18,10 +18,10 @@ orchestration the main job and the experiment share.
 
 Usage::
 
-    cfg = MetaConfig(steps=60)
+    cfg = MetaConfig(steps=100)
     result = meta_train_run(cfg, run_dir="runs/mine")
     result.svi.guide.prior_posterior().genotype(result.space)
-    meta_train_run(cfg.replace(steps=80), run_dir="runs/mine", resume=True)  # 20 more steps
+    meta_train_run(cfg.replace(steps=120), run_dir="runs/mine", resume=True)  # 20 more steps
 """
 
 from __future__ import annotations
