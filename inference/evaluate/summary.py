@@ -105,7 +105,7 @@ def format_summary(result: EvaluationResult) -> str:
     gain_labels = {"meta": "meta-untrained", "meta_weights_uniform_arch": "weights-only",
                    ARCH_ONLY: "arch-only", SELECT: "select-untrained"}
     evaluated = {a for s in result.families.values() for a in s["accuracy"]}
-    arms = [a for a in DEFAULT_ARMS] + [a for a in (ARCH_ONLY, SELECT) if a in evaluated]
+    arms = [*DEFAULT_ARMS, *(a for a in (ARCH_ONLY, SELECT) if a in evaluated)]
     gains = [a for a in gain_labels if a in arms]
     lines = ["| family | steps | " + " | ".join(labels[a] for a in arms) + " | "
              + " | ".join(f"gain {gain_labels[a]} [lo, hi]" for a in gains) + " |",
