@@ -87,6 +87,24 @@ def test_preset_then_file_then_flags(tmp_path):
         resolve_config(p.parse_args(["--lr", "-1"]), TrainConfig)
 
 
+def test_cpu_preset_counts_steps_and_either_budget_flag_replaces_it():
+    cpu = TrainConfig.preset("cpu")
+    assert (cpu.epochs, cpu.steps) == (None, 800)
+    assert (TrainConfig.preset("cpu", epochs=60).epochs,
+            TrainConfig.preset("cpu", epochs=60).steps) == (60, None)
+    assert (TrainConfig.preset("cpu", steps=50).epochs,
+            TrainConfig.preset("cpu", steps=50).steps) == (None, 50)
+    assert (TrainConfig.preset("darts").epochs, TrainConfig.preset("darts").steps) == (600, None)
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="cpu")
+    add_common_arguments(p)
+    add_config_arguments(p, TrainConfig)
+    cfg = resolve_config(p.parse_args(["--epochs", "60"]), TrainConfig)
+    assert (cfg.epochs, cfg.steps) == (60, None)
+    with pytest.raises(ConfigError, match="exactly one of epochs and steps"):
+        resolve_config(p.parse_args(["--epochs", "6", "--steps", "6"]), TrainConfig)
+
+
 def test_common_flags_have_one_meaning():
     p = argparse.ArgumentParser()
     add_common_arguments(p)

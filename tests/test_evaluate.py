@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pyro_base.genotype import get_genotype
+from pyro_base.genotype import Genotype, get_genotype
 from pyro_base.inference.evaluate.train import EvalResult, TrainConfig, train_genotype
 from pyro_base.tasks.procedural import ProceduralTasks
 from pyro_base.training import OutOfMemory, oom_guard
@@ -107,3 +107,16 @@ def test_oom_is_reraised_with_advice():
     with pytest.raises(OutOfMemory, match=r"smaller --batch-size \(e.g. 48\).*fewer channels"):
         with oom_guard("training", batch_size=96, init_channels=36, layers=20):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_cpu_preset_trains_a_procedural_task_well_above_chance():
+    """The recipe's budget is enough to train: 8 epochs (56 steps) of the old preset left
+    cells near chance on these 200-image tasks."""
+    task = ProceduralTasks(image_size=16, n_support=200, n_query=200).task("motif", 0, "test")
+    cell = [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0]]
+    sep = Genotype.from_dict({"normal": cell, "normal_concat": [2, 3], "reduce": cell,
+                              "reduce_concat": [2, 3]})
+    r = train_genotype(sep, task, TrainConfig.preset("cpu", device="cpu"),
+                       progress=False)
+    assert r.steps == 800
+    assert r.top1 > 0.6 > 4 / task.n_classes, (r.top1, task.n_classes)
