@@ -276,6 +276,18 @@ def test_missing_dir_lists_expected_files(tmp_path: Path) -> None:
         get_task_distribution("cifar100")
 
 
+def test_absent_default_directory_is_named(tmp_path: Path, monkeypatch) -> None:
+    spec = {**idx.VARIANTS["fashion_mnist"], "default_dir": str(tmp_path / "absent")}
+    monkeypatch.setitem(idx.VARIANTS, "fashion_mnist", spec)
+    with pytest.raises(ValueError, match=r"data_dir is required .*--data-dir DIR .*"
+                                         r"t10k-labels-idx1-ubyte.* the default .*absent"):
+        get_task_distribution("fashion_mnist")
+    make = tmp_path / "absent"
+    make.mkdir()                       # the default, once there, is used: its files are named
+    with pytest.raises(MissingDataError, match="train-images-idx3-ubyte"):
+        get_task_distribution("fashion_mnist")
+
+
 def test_corrupt_files_name_the_file(tmp_path: Path) -> None:
     root = make_cifar10(tmp_path / "a", bytes_keys=True) / "cifar-10-batches-py"
     bad = root / "test_batch"

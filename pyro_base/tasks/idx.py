@@ -86,7 +86,13 @@ class IdxTasks(ClassSubsetSource):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         spec = VARIANTS[variant]
-        if data_dir is None and Path(spec.get("default_dir", "/nonexistent")).is_dir():
+        if data_dir is None and "default_dir" in spec:
+            if not Path(spec["default_dir"]).is_dir():
+                raise ValueError(f"{variant}: data_dir is required (nothing is downloaded): "
+                                 f"pass --data-dir DIR holding the idx files "
+                                 f"({', '.join(FILES)}, optionally .gz); the default "
+                                 f"{spec['default_dir']} (Debian's dataset-fashion-mnist) "
+                                 "is absent")
             data_dir = spec["default_dir"]
         super().__init__(data_dir=data_dir, **options)
         self.variant, self.name = variant, variant
