@@ -47,4 +47,5 @@ TAU_END = 0.5
 # adaptation to a new task
 ADAPT_STEPS = 20
 ADAPT_TEMPERATURE = 0.5
+ADAPT_SHARPNESS = 4.0  # the architecture prior's power p(z)^g at adaptation
 NUM_SAMPLES = 4

@@ -101,9 +101,11 @@ def test_files_are_written_and_intervals_contain_the_means(trained):
 
 
 def test_step_counts_equal_separate_adapt_calls(trained):
-    """Accuracy after k steps = adapt(steps=k) from the pair seed, then the predictive."""
+    """Accuracy after k steps = adapt(steps=k) from the pair seed, then the predictive, from
+    the start load_trained gives (the run's prior sharpened)."""
     path, _, result = trained
     model, _, cfg, _ = load_trained(path)
+    assert result.settings["adapt_sharpness"] == cfg.adapt_sharpness == 4.0
     guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
     task = build_tasks(cfg, build_space(cfg)).task("colour", 1, "test")
     record = next(r for r in result.tasks if r["task"] == task.name)
@@ -367,7 +369,8 @@ def test_select_arm_choice_is_select_start_from_its_own_pair_seed(selected):
     path, result = selected
     model, _, cfg, state = load_trained(path)
     guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
-    states = _arm_states(cfg, {k: v.clone() for k, v in state["svi"]["W"].items()}, "cpu")
+    # the meta arm starts from W as load_trained gives it: the prior sharpened
+    states = _arm_states(cfg, {k: v.clone() for k, v in model.W.state_dict().items()}, "cpu")
     task = build_tasks(cfg, build_space(cfg)).task("colour", 1, "test")
     record = next(r for r in result.tasks if r["task"] == task.name)
     sel = select_start(model, guide, {a: states[a] for a in ("meta", "untrained")},

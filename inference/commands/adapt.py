@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "itself (none), or whichever of all and none scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
                         "about 3x the cost)")
+    p.add_argument("--adapt-sharpness", type=float, default=None, metavar="G",
+                   help="power of the meta-trained architecture prior the task adapts from "
+                        "(logits times G; default: the run's adapt_sharpness)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inner loop and the draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g = p.add_argument_group("few-shot protocol (with --episodes: N-way K-shot episodes of the "
@@ -90,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
                              curve_steps=tuple(args.curve_steps) if args.curve_steps else None,
                              temperature=args.temperature, num_samples=args.num_samples,
                              draws=args.draws, seed=args.seed, device=args.device,
-                             transfer=args.transfer)
+                             transfer=args.transfer, sharpness=args.adapt_sharpness)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -112,7 +115,8 @@ def fewshot(args: argparse.Namespace) -> int:
     try:
         select = args.transfer == "select"
         model, guide, cfg, _ = load_trained(args.prior, device=resolve_device(args.device),
-                                            transfer="all" if select else args.transfer)
+                                            transfer="all" if select else args.transfer,
+                                            sharpness=args.adapt_sharpness)
         space = model.space
         source = episode_source(args.task_source, n_way=args.n_way, k_shot=args.k_shot,
                                 n_query=args.query_per_class, image_size=space.input_size,
@@ -133,7 +137,7 @@ def fewshot(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = {"prior": str(args.prior), "transfer": args.transfer,
-              "source": args.task_source, "family": args.family,
+              "sharpness": cfg.adapt_sharpness, "source": args.task_source, "family": args.family,
               "n_way": args.n_way, "k_shot": args.k_shot,
               "query_per_class": args.query_per_class, **report}
     RunDir(args.out).write_json("fewshot.json", report)

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--support-accuracy", action="store_true",
                    help="also read each arm's accuracy on the support set after each step count "
                         "(a start that fits the support set but not the query set memorises)")
+    p.add_argument("--adapt-sharpness", type=float, default=None, metavar="G",
+                   help="power of the meta-trained architecture prior the arms adapt from "
+                        "(logits times G; default: each run's adapt_sharpness)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the inner loops, predictive draws and bootstrap")
@@ -87,14 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _covers(data: dict[str, Any], args: argparse.Namespace) -> bool:
-    """Whether an existing evaluation holds what ``args`` asks for."""
+def _sharpness(run_dir: str, args: argparse.Namespace) -> float:
+    """The architecture prior's power the evaluation of ``run_dir`` uses."""
+    if args.adapt_sharpness is not None:
+        return args.adapt_sharpness
+    from pyro_base.inference.run.config import MetaConfig
+    from pyro_base.inference.run.runlog import CONFIG
+    return MetaConfig.from_run_file(Path(run_dir) / CONFIG).adapt_sharpness
+
+
+def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1.0) -> bool:
+    """Whether an existing evaluation holds what ``args`` asks for (an evaluation written
+    before the sharpness was recorded adapted from the prior itself: power 1)."""
     s = data.get("settings", {})
     counts = [sum(t["family"] == f for t in data.get("tasks", [])) for f in s.get("families", [])]
     return (s.get("seed") == args.seed and set(args.arms) <= set(s.get("arms", []))
             and set(args.steps) <= set(s.get("steps", [])) and bool(counts)
             and min(counts) >= args.tasks_per_family
-            and (not args.support_accuracy or bool(s.get("support_accuracy"))))
+            and (not args.support_accuracy or bool(s.get("support_accuracy")))
+            and s.get("adapt_sharpness", 1.0) == sharpness)
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -105,11 +119,12 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
 
     existing = Path(run_dir) / "evaluation" / "evaluation.json"
     if not (args.reuse and existing.is_file() and _covers(json.loads(existing.read_text()),
-                                                           args)):
+                                                           args, _sharpness(run_dir, args))):
         result = evaluate_run(run_dir, tasks_per_family=args.tasks_per_family,
                               steps=args.steps, arms=args.arms, device=args.device,
                               seed=args.seed, n_boot=args.n_boot, progress=args.progress,
-                              workers=args.workers, support_accuracy=args.support_accuracy)
+                              workers=args.workers, support_accuracy=args.support_accuracy,
+                              sharpness=args.adapt_sharpness)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -6,7 +6,8 @@ For ``tasks_per_family`` test-split tasks of every family of the run's task sour
 ``max(steps)``, and the query accuracy of the posterior predictive is read after every step
 count in ``steps`` (``0``: no adaptation). The arms:
 
-* ``meta``: the meta-trained ``W`` of ``checkpoint.pt``;
+* ``meta``: the meta-trained ``W`` of ``checkpoint.pt``, its architecture prior sharpened by
+  the run's ``adapt_sharpness`` (or ``sharpness``), as every adaptation from a run is;
 * ``untrained``: ``W_0``, the ``W`` the run started from (rebuilt from its config and seed);
 * ``meta_weights_uniform_arch``: the meta-trained ``mu, sigma`` with ``alpha`` reset to
   ``W_0``'s uniform logits, which separates the weights' contribution from the architecture's;
@@ -235,11 +236,11 @@ class _Setup:
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
-           elbo_impl: str | None) -> _Setup:
+           elbo_impl: str | None, sharpness: float | None = None) -> _Setup:
     """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
-    resolved as :func:`evaluate_run` says)."""
+    resolved as :func:`evaluate_run` says; ``sharpness`` ``None``: the run's own)."""
     dev = resolve_device(device)
-    model, _, cfg, state = load_trained(run_path, device=dev)
+    model, _, cfg, state = load_trained(run_path, device=dev, sharpness=sharpness)
     if elbo_impl is None:
         elbo_impl = cfg.elbo_impl
         if elbo_impl == "pyro":
@@ -276,7 +277,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  arms: Sequence[str] = DEFAULT_ARMS,
                  device: str = "cpu", seed: int = 0, n_boot: int = 2000,
                  progress: bool = False, elbo_impl: str | None = None,
-                 workers: int = 1, support_accuracy: bool = False) -> EvaluationResult:
+                 workers: int = 1, support_accuracy: bool = False,
+                 sharpness: float | None = None) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
 
@@ -289,6 +291,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         same order.
     :param support_accuracy: also read each arm's accuracy on the support set (see the module
         docstring; about a fifth more time).
+    :param sharpness: the power of the architecture prior every arm with the meta-trained
+        logits adapts from (:func:`~pyro_base.inference.run.factory.sharpen_architecture`);
+        ``None``: the run's ``adapt_sharpness``. Recorded in the settings.
     :raises ValueError: a bad argument (named), or a run directory without a config or
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
@@ -298,7 +303,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     dev = resolve_device(device)
     start = time.perf_counter()
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
-               elbo_impl=elbo_impl)
+               elbo_impl=elbo_impl, sharpness=sharpness)
     units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
     workers = min(int(workers), len(units))
     log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
@@ -306,7 +311,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
              s.elbo_impl, workers)
     if workers > 1:
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
-                        "elbo_impl": s.elbo_impl}
+                        "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness}
         records = evaluate_parallel(units, workers, setup=_worker_context,
                                     setup_args=(str(run.path), setup_kwargs, steps, seed,
                                                 support_accuracy),
@@ -322,6 +327,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "tasks_per_family": tasks_per_family, "steps": steps, "arms": arms,
                 "device": str(dev), "seed": seed, "n_boot": n_boot, "elbo_impl": s.elbo_impl,
                 "adapt_temperature": s.cfg.adapt_temperature,
+                "adapt_sharpness": s.cfg.adapt_sharpness,
                 "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
                 "families": list(s.by_family), "workers": workers,
                 "support_accuracy": support_accuracy}

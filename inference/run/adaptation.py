@@ -119,14 +119,16 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
-                transfer: str = "all") -> dict[str, Any]:
+                transfer: str = "all", sharpness: float | None = None) -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
 
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
     ``draws`` (posterior draws in ``posterior.nc``) default to the run's own settings;
     ``curve_steps`` to ``0, 5, 10, 20, 40, 80`` up to ``steps`` (and ``steps`` itself).
     ``transfer`` says what of the meta-prior the task starts from (one of :data:`STARTS`;
-    see the module docstring).
+    see the module docstring); ``sharpness`` is the power of its architecture prior
+    (:func:`~pyro_base.inference.run.factory.sharpen_architecture`; default: the run's
+    ``adapt_sharpness``).
     """
     if transfer not in STARTS:
         raise ConfigError(f"transfer must be one of {STARTS}, got {transfer!r}")
@@ -135,7 +137,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                           "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
     model, guide, cfg, _ = load_trained(prior, device=dev,
-                                        transfer="all" if transfer == "select" else transfer)
+                                        transfer="all" if transfer == "select" else transfer,
+                                        sharpness=sharpness)
     space = model.space
     task = check_task_fits(task, space, prior)
     steps = cfg.adapt_steps if steps is None else steps
@@ -184,7 +187,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                     inner_losses={task.name: losses})
     record = {"prior": str(Path(prior)), "task": task.name, "family": task.family,
               "n_classes": task.n_classes, "support": len(xs), "query": len(xq),
-              "steps": steps, "temperature": tau, "seed": seed, "transfer": transfer,
+              "steps": steps, "temperature": tau, "sharpness": cfg.adapt_sharpness,
+              "seed": seed, "transfer": transfer,
               "start": transfer if selection is None else selection.chosen[steps],
               **({} if selection is None else {"selection": selection.to_dict()}),
               "query_accuracy": accuracy[steps], "prior_accuracy": accuracy.get(0),

@@ -37,6 +37,7 @@ _POSITIVE = {
     "tau_start",
     "tau_end",
     "adapt_temperature",
+    "adapt_sharpness",
     "collective_timeout",
 }
 _AT_LEAST_1 = {
@@ -58,7 +59,8 @@ _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
 # settings added after run directories were first written, with the value a run whose
 # config.yaml lacks the key was trained with (not today's default)
-RUN_FILE_DEFAULTS = {"arch_update": "reptile", "weight_scale": 1.0, "weight_update": "reptile"}
+RUN_FILE_DEFAULTS = {"arch_update": "reptile", "weight_scale": 1.0, "weight_update": "reptile",
+                     "adapt_sharpness": 1.0}
 
 
 def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
@@ -227,6 +229,11 @@ class MetaConfig(Config):
     # adaptation to held-out tasks
     adapt_steps: int = option(defaults.ADAPT_STEPS, "inner steps when adapting to a held-out task")
     adapt_temperature: float = option(defaults.ADAPT_TEMPERATURE, "adapt temperature")
+    adapt_sharpness: float = option(
+        defaults.ADAPT_SHARPNESS,
+        "power g of the architecture prior a new task adapts from, p(z)^g: its logits times g "
+        "(1: the meta-trained prior itself; a uniform prior is unchanged)",
+    )
     num_samples: int = option(defaults.NUM_SAMPLES, "num samples")
     posterior_draws: int = option(64, "draws per held-out task in posterior.nc (az.loo needs ~64+)")
     # running

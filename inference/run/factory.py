@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +162,32 @@ def transfer_state(meta: dict[str, torch.Tensor], initial: dict[str, torch.Tenso
             for k, v in meta.items()}
 
 
+def sharpen_architecture(state: dict[str, torch.Tensor], sharpness: float,
+                         ) -> dict[str, torch.Tensor]:
+    """``state`` with its architecture logits times ``sharpness`` ``g``: the categorical prior
+    of every edge raised to the power ``g`` and renormalised,
+
+        p_g(z_e = o) = p(z_e = o)^g / sum_o' p(z_e = o')^g = softmax(g * alpha_e)_o,
+
+    which keeps each edge's op ranking, lowers its entropy for ``g > 1`` and leaves a uniform
+    prior uniform. A new task adapts from it (the prior of the ELBO's architecture KL and the
+    guide's starting logits alike); meta-training itself never sharpens.
+    """
+    if not (isinstance(sharpness, int | float) and math.isfinite(sharpness) and sharpness > 0):
+        raise ValueError(f"sharpness must be a finite number > 0, got {sharpness!r}")
+    return {k: (v * sharpness if k.startswith("alpha_") else v) for k, v in state.items()}
+
+
 def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
-                 transfer: str = "all",
+                 transfer: str = "all", sharpness: float | None = None,
                  ) -> tuple[BASEModel, OptimizationEmbeddingGuide, MetaConfig, dict[str, Any]]:
-    """Model (with the checkpoint's W), guide, config and raw checkpoint state of a run.
+    """Model, guide, config and raw checkpoint state of a run; the model's ``W`` is the start a
+    new task adapts from: the checkpoint's ``W`` with the architecture prior sharpened.
 
     :param transfer: what the model's ``W`` takes from the checkpoint (:func:`transfer_state`;
         the rest is the run's ``W_0``, rebuilt from its config and seed).
+    :param sharpness: the power of the architecture prior (:func:`sharpen_architecture`);
+        ``None``: the run's ``adapt_sharpness``, which the returned config then holds too.
     """
     if transfer not in TRANSFERS:
         raise ValueError(f"transfer must be one of {TRANSFERS}, got {transfer!r}")
@@ -186,7 +206,8 @@ def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} does not hold W for this "
                               f"model: {e}") from e
-    if transfer != "all":
-        model.W.load_state_dict(transfer_state(model.W.state_dict(), initial,
-                                               transfer=transfer))
+    if sharpness is not None:
+        cfg = cfg.replace(adapt_sharpness=sharpness)
+    start = transfer_state(model.W.state_dict(), initial, transfer=transfer)
+    model.W.load_state_dict(sharpen_architecture(start, cfg.adapt_sharpness))
     return model, build_guide(cfg, model), cfg, state

@@ -1,7 +1,8 @@
 """The main job's held-out report: adapt to test tasks, compare starts, write genotypes and ArviZ.
 
-For each held-out task three posteriors are compared at the same step count: adaptation from
-the meta-learned ``W`` ("meta"), the supernet at ``W`` with zero adaptation ("zero-shot",
+For each held-out task three posteriors are compared at the same step count: adaptation from the
+meta-learned ``W`` ("meta", its architecture prior sharpened by the run's ``adapt_sharpness`` as
+every adaptation from a run is), the supernet at ``W`` with zero adaptation ("zero-shot",
 metrics key ``prior_only_accuracy``: chance by construction where class labels are drawn per
 task, so not the poster's multi-task prior, which is ``W``'s decoded genotype trained from
 scratch) and adaptation from the untrained ``W_0`` of the same seed ("untrained"). This is a
@@ -25,7 +26,13 @@ import torch
 from pyro_base.genotype import Genotype
 from pyro_base.inference.posterior.draws import posterior_draws, save_posterior, to_inference_data
 from pyro_base.inference.run.config import MetaConfig
-from pyro_base.inference.run.factory import build_guide, build_model, build_space, build_tasks
+from pyro_base.inference.run.factory import (
+    build_guide,
+    build_model,
+    build_space,
+    build_tasks,
+    sharpen_architecture,
+)
 from pyro_base.inference.run.runlog import GENOTYPES, POSTERIOR, RunDir, safe_name
 from pyro_base.inference.vi.adapt import Adaptation, adapt
 from pyro_base.inference.vi.guides import AdaptedPosterior, OptimizationEmbeddingGuide
@@ -58,11 +65,14 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddi
     tasks = distribution.tasks("test", cfg.n_heldout)
     untrained = build_model(cfg, space, device=device)
     untrained_guide = build_guide(cfg, untrained)
+    start = build_model(cfg, space, device=device)  # W with the prior sharpened, as adapt does
+    start.W.load_state_dict(sharpen_architecture(model.W.state_dict(), cfg.adapt_sharpness))
+    start_guide = build_guide(cfg, start)
     rows, posteriors, losses = [], {}, {}
     for i, task in enumerate(tasks):
         results: dict[str, Adaptation] = {}
-        for name, (m, g, steps) in {"meta": (model, guide, cfg.adapt_steps),
-                                    "prior_only": (model, guide, 0),
+        for name, (m, g, steps) in {"meta": (start, start_guide, cfg.adapt_steps),
+                                    "prior_only": (start, start_guide, 0),
                                     "untrained": (untrained, untrained_guide,
                                                   cfg.adapt_steps)}.items():
             # seeded as meta-step `steps` (never a training step); the same for all three starts
