@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
+from pyro_base import defaults
 from pyro_base.genotype import Genotype
 from pyro_base.inference.commands.adapt import cli
 from pyro_base.inference.posterior.inference_data import load_posterior
-from pyro_base.inference.run.config import MetaConfig
-from pyro_base.inference.run.factory import load_trained
+from pyro_base.inference.run.config import ConfigError, MetaConfig
+from pyro_base.inference.run.factory import build_model, build_space, load_trained
 from pyro_base.inference.run.job import meta_train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,3 +316,61 @@ def test_fewshot_score_with_starts_adapts_each_episode_from_the_chosen_one(prior
     chosen = fewshot_score(model, guide, source, starts={"all": state, "copy": state}, **kw)
     assert chosen["chosen"] == {"all": 3, "copy": 0} and "chosen" not in plain
     assert chosen["accuracies"] == plain["accuracies"]
+
+
+def test_load_trained_starts_from_the_runs_sharpened_prior(prior):
+    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    model, _, cfg, _ = load_trained(prior)
+    assert cfg.adapt_sharpness == defaults.ADAPT_SHARPNESS == 4.0  # a new run's default
+    for name, value in model.W.state_dict().items():
+        expected = raw[name] * 4.0 if name.startswith("alpha_") else raw[name]
+        assert torch.equal(value, expected), name
+    same, _, cfg1, _ = load_trained(prior, sharpness=1.0)
+    assert cfg1.adapt_sharpness == 1.0
+    assert all(torch.equal(v, raw[k]) for k, v in same.W.state_dict().items())
+    arch, _, _, _ = load_trained(prior, transfer="architecture", sharpness=2.0)
+    w0 = build_model(cfg, build_space(cfg)).W.state_dict()
+    assert torch.equal(arch.W.alpha_normal, raw["alpha_normal"] * 2.0)
+    assert torch.equal(arch.W.mu, w0["mu"])
+    with pytest.raises(ConfigError, match="adapt_sharpness must be a finite number > 0"):
+        load_trained(prior, sharpness=0.0)
+
+
+def test_a_run_written_before_the_setting_adapts_from_its_prior_itself(prior, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    settings = yaml.safe_load((prior / "config.yaml").read_text())
+    settings.pop("adapt_sharpness")
+    (old / "config.yaml").write_text(yaml.safe_dump(settings))
+    (old / "checkpoint.pt").write_bytes((prior / "checkpoint.pt").read_bytes())
+    model, _, cfg, _ = load_trained(old)
+    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    assert cfg.adapt_sharpness == 1.0
+    assert torch.equal(model.W.alpha_normal, raw["alpha_normal"])
+
+
+def test_adapt_records_the_sharpness_and_the_flag_overrides_the_run(prior, tmp_path, capsys):
+    for flag, expected in (([], 4.0), (["--adapt-sharpness", "1"], 1.0)):
+        out = tmp_path / f"a{expected:g}"
+        assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *flag,
+                          *TASK]) == 0
+        record = json.loads((out / "adapt.json").read_text())
+        assert record["sharpness"] == expected
+        probs = np.array(record["op_probs"]["normal"])
+        assert probs.shape[-1] == 8
+    capsys.readouterr()
+    assert cli(["--prior", str(prior), "--out", str(tmp_path / "bad"),
+                      "--adapt-sharpness", "-2", *TASK]) == 2
+    assert "adapt_sharpness must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
+    """After 0 steps the adapted op probabilities are the start's: softmax(g * alpha)."""
+    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    for g in (1.0, 3.0):
+        out = tmp_path / f"z{g:g}"
+        assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0",
+                          "--adapt-sharpness", str(g), *TASK]) == 0
+        probs = torch.tensor(json.loads((out / "adapt.json").read_text())["op_probs"]["normal"])
+        expected = torch.softmax(raw["alpha_normal"].double() * g, -1)
+        torch.testing.assert_close(probs.double(), expected, atol=1e-6, rtol=0)
