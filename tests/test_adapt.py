@@ -353,14 +353,11 @@ def test_adapt_records_the_sharpness_and_the_flag_overrides_the_run(prior, tmp_p
     for flag, expected in (([], 4.0), (["--adapt-sharpness", "1"], 1.0)):
         out = tmp_path / f"a{expected:g}"
         assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *flag,
-                          *TASK]) == 0
-        record = json.loads((out / "adapt.json").read_text())
-        assert record["sharpness"] == expected
-        probs = np.array(record["op_probs"]["normal"])
-        assert probs.shape[-1] == 8
+                    *TASK]) == 0
+        assert json.loads((out / "adapt.json").read_text())["sharpness"] == expected
     capsys.readouterr()
     assert cli(["--prior", str(prior), "--out", str(tmp_path / "bad"),
-                      "--adapt-sharpness", "-2", *TASK]) == 2
+                "--adapt-sharpness", "-2", *TASK]) == 2
     assert "adapt_sharpness must be a finite number > 0" in capsys.readouterr().err
 
 
@@ -370,7 +367,7 @@ def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
     for g in (1.0, 3.0):
         out = tmp_path / f"z{g:g}"
         assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0",
-                          "--adapt-sharpness", str(g), *TASK]) == 0
+                    "--adapt-sharpness", str(g), *TASK]) == 0
         probs = torch.tensor(json.loads((out / "adapt.json").read_text())["op_probs"]["normal"])
         expected = torch.softmax(raw["alpha_normal"].double() * g, -1)
         torch.testing.assert_close(probs.double(), expected, atol=1e-6, rtol=0)

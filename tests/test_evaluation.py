@@ -367,7 +367,7 @@ def test_select_arm_choice_is_select_start_from_its_own_pair_seed(selected):
     from pyro_base.inference.run.selection import select_start
 
     path, result = selected
-    model, _, cfg, state = load_trained(path)
+    model, _, cfg, _ = load_trained(path)
     guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
     # the meta arm starts from W as load_trained gives it: the prior sharpened
     states = _arm_states(cfg, {k: v.clone() for k, v in model.W.state_dict().items()}, "cpu")
