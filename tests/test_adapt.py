@@ -371,3 +371,24 @@ def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
         probs = torch.tensor(json.loads((out / "adapt.json").read_text())["op_probs"]["normal"])
         expected = torch.softmax(raw["alpha_normal"].double() * g, -1)
         torch.testing.assert_close(probs.double(), expected, atol=1e-6, rtol=0)
+        idata = load_posterior(out / "posterior.nc")  # its prior: the start, and its power
+        assert idata.attrs["adapt_sharpness"] == g
+        np.testing.assert_allclose(idata.prior["op_probs"].sel(cell="normal").values,
+                                   expected.numpy(), atol=1e-6)
+
+
+def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, tmp_path):
+    """The held-out report's ``posterior.nc``, like ``adapt``'s: the prior group is
+    softmax(g alpha) of the meta-trained ``alpha``, ``g`` the run's ``adapt_sharpness``."""
+    from pyro_base.inference.run.heldout import heldout_report
+    from pyro_base.inference.run.runlog import RunDir
+
+    model, guide, cfg, state = load_trained(prior, sharpness=1.0)  # the meta-trained W itself
+    cfg = cfg.replace(adapt_sharpness=2.5, n_heldout=1, adapt_steps=1)
+    heldout_report(cfg, model, guide, RunDir(tmp_path), device="cpu")
+    idata = load_posterior(tmp_path / "posterior.nc")
+    assert idata.attrs["adapt_sharpness"] == 2.5
+    for cell in ("normal", "reduce"):
+        expected = torch.softmax(state["svi"]["W"][f"alpha_{cell}"].double() * 2.5, -1)
+        np.testing.assert_allclose(idata.prior["op_probs"].sel(cell=cell).values,
+                                   expected.numpy(), atol=1e-6)

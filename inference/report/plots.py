@@ -62,8 +62,8 @@ def _check_task(idata: Any, task: str) -> None:
 
 
 def _mean_probs(idata: Any, task: str) -> np.ndarray:
-    """``op_probs`` of ``task`` (averaged over chains), ``"prior"``: of ``W``: ``[cell, edge,
-    op]``."""
+    """``op_probs`` of ``task`` (averaged over chains), ``"prior"``: of the prior group (the
+    prior the tasks adapted from): ``[cell, edge, op]``."""
     _check_task(idata, task)
     if task == "prior":
         return idata.prior["op_probs"].transpose("cell", "edge", "op").values
