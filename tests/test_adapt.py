@@ -383,9 +383,9 @@ def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, t
     from pyro_base.inference.run.heldout import heldout_report
     from pyro_base.inference.run.runlog import RunDir
 
-    model, guide, cfg, state = load_trained(prior, sharpness=1.0)  # the meta-trained W itself
+    model, _, cfg, state = load_trained(prior, sharpness=1.0)  # the meta-trained W itself
     cfg = cfg.replace(adapt_sharpness=2.5, n_heldout=1, adapt_steps=1)
-    heldout_report(cfg, model, guide, RunDir(tmp_path), device="cpu")
+    heldout_report(cfg, model, RunDir(tmp_path), device="cpu")
     idata = load_posterior(tmp_path / "posterior.nc")
     assert idata.attrs["adapt_sharpness"] == 2.5
     for cell in ("normal", "reduce"):

@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         svi, run, space = result.svi, result.run, result.space
         prior = svi.guide.prior_posterior().genotype(space)
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
-        rows = heldout_report(cfg, svi.model, svi.guide, run, device=result.device,
+        rows = heldout_report(cfg, svi.model, run, device=result.device,
                               distribution=result.distribution)
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "

@@ -12,7 +12,7 @@ plus the prior to ``posterior.nc``.
 
 Usage::
 
-    rows = heldout_report(cfg, model, guide, run, device="cpu")
+    rows = heldout_report(cfg, model, run, device="cpu")
     print(format_table(rows))
 """
 
@@ -54,11 +54,11 @@ def genotype_summary(genotype: Genotype) -> str:
     return " ".join(parts)
 
 
-def heldout_report(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
-                   run: RunDir, *, device: torch.device | str,
-                   distribution: Any = None) -> list[dict[str, Any]]:
+def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
+                   device: torch.device | str, distribution: Any = None) -> list[dict[str, Any]]:
     """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
-    names, built afresh); write genotypes, metrics and ``posterior.nc``."""
+    names, built afresh) from ``model``'s meta-trained ``W``, its architecture prior sharpened
+    by ``cfg.adapt_sharpness``; write genotypes, metrics and ``posterior.nc``."""
     space = build_space(cfg)
     if distribution is None:
         distribution = build_tasks(cfg, space)
