@@ -41,6 +41,10 @@ ARCH_DECAY = 0.0
 ARCH_UPDATE = "mixture"
 WEIGHT_SCALE = 1.0
 WEIGHT_UPDATE = "reptile"
+# after meta-training: the architecture prior refit once to the mean op probabilities of
+# ARCH_REFIT_TASKS training tasks adapted for ARCH_REFIT_STEPS inner steps each (0 tasks: none)
+ARCH_REFIT_TASKS = 20
+ARCH_REFIT_STEPS = 40
 TAU_START = 1.0
 TAU_END = 0.5
 

@@ -29,7 +29,8 @@ ARGS = ("--preset", "cpu", "--channels", "4", "--cells", "2", "--nodes", "2",
         "--inner-optimizer", "sgd", "--n-support", "16", "--n-query", "16",
         "--inner-batch", "8", "--n-heldout", "1",
         "--adapt-steps", "1", "--num-samples", "1", "--deterministic", "--no-progress",
-        "--collective-timeout", "30")
+        "--collective-timeout", "30", "--arch-refit-tasks", "2", "--arch-refit-steps", "2",
+        "--arch-refit-workers", "1")
 TIMEOUT = 180
 
 

@@ -22,9 +22,18 @@ from pyro_base.inference.run.job import meta_train_run
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(preset="cpu", channels=4, cells=2, nodes=2, tasks_per_step=2, inner_steps=1,
             n_support=16, n_query=16, inner_batch=8, threads=0, steps=2, posterior_draws=4,
-            num_samples=1)
+            num_samples=1, arch_refit_tasks=2, arch_refit_steps=2, arch_refit_workers=1)
 TASK = ["--task-source", "procedural", "--family", "motif", "--n-support", "24",
         "--n-query", "16", "--device", "cpu", "--no-progress", "--log-level", "WARNING"]
+
+
+def _start(run: Path) -> dict[str, torch.Tensor]:
+    """The unsharpened ``W`` a new task starts from: the checkpoint's meta-trained ``W`` with
+    the logits of the run's architecture refit (which the fixture's run has)."""
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    start = {**state["svi"]["W"], **state["arch_refit"]["logits"]}
+    assert not torch.equal(start["alpha_normal"], state["svi"]["W"]["alpha_normal"])
+    return start
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +328,7 @@ def test_fewshot_score_with_starts_adapts_each_episode_from_the_chosen_one(prior
 
 
 def test_load_trained_starts_from_the_runs_sharpened_prior(prior):
-    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    raw = _start(prior)
     model, _, cfg, _ = load_trained(prior)
     assert cfg.adapt_sharpness == defaults.ADAPT_SHARPNESS == 4.0  # a new run's default
     for name, value in model.W.state_dict().items():
@@ -344,7 +353,7 @@ def test_a_run_written_before_the_setting_adapts_from_its_prior_itself(prior, tm
     (old / "config.yaml").write_text(yaml.safe_dump(settings))
     (old / "checkpoint.pt").write_bytes((prior / "checkpoint.pt").read_bytes())
     model, _, cfg, _ = load_trained(old)
-    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    raw = _start(prior)
     assert cfg.adapt_sharpness == 1.0
     assert torch.equal(model.W.alpha_normal, raw["alpha_normal"])
 
@@ -363,7 +372,7 @@ def test_adapt_records_the_sharpness_and_the_flag_overrides_the_run(prior, tmp_p
 
 def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
     """After 0 steps the adapted op probabilities are the start's: softmax(g * alpha)."""
-    raw = torch.load(prior / "checkpoint.pt", weights_only=False)["svi"]["W"]
+    raw = _start(prior)
     for g in (1.0, 3.0):
         out = tmp_path / f"z{g:g}"
         assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0",
@@ -379,7 +388,7 @@ def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
 
 def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, tmp_path):
     """The held-out report's ``posterior.nc``, like ``adapt``'s: the prior group is
-    softmax(g alpha) of the meta-trained ``alpha``, ``g`` the run's ``adapt_sharpness``."""
+    softmax(g alpha) of the run's (refit) ``alpha``, ``g`` the run's ``adapt_sharpness``."""
     from pyro_base.inference.run.heldout import heldout_report
     from pyro_base.inference.run.runlog import RunDir
 
@@ -389,6 +398,6 @@ def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, t
     idata = load_posterior(tmp_path / "posterior.nc")
     assert idata.attrs["adapt_sharpness"] == 2.5
     for cell in ("normal", "reduce"):
-        expected = torch.softmax(state["svi"]["W"][f"alpha_{cell}"].double() * 2.5, -1)
+        expected = torch.softmax(_start(prior)[f"alpha_{cell}"].double() * 2.5, -1)
         np.testing.assert_allclose(idata.prior["op_probs"].sel(cell=cell).values,
                                    expected.numpy(), atol=1e-6)

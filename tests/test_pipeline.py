@@ -23,7 +23,9 @@ def test_imagenet_to_cifar10_meta_train_adapt_train(tmp_path, capsys):
         "--n-support", "6", "--n-query", "6", "--preset", "cpu", "--channels", "4",
         "--cells", "2", "--nodes", "2", "--steps", "1", "--tasks-per-step", "2",
         "--inner-steps", "1", "--n-heldout", "1", "--adapt-steps", "1", "--num-samples", "1",
-        "--posterior-draws", "2", "--threads", "0", "--run-dir", str(run), *COMMON]) == 0
+        "--posterior-draws", "2", "--threads", "0", "--arch-refit-tasks", "2",
+        "--arch-refit-steps", "1", "--arch-refit-workers", "1", "--run-dir", str(run),
+        *COMMON]) == 0
     splits = json.loads((run / "task_splits.json").read_text())
     assert not set(splits["train"]) & set(splits["test"])  # meta-train / meta-test classes
 

@@ -115,6 +115,10 @@ def main(args: argparse.Namespace) -> int:
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
         rows = heldout_report(cfg, svi.model, run, device=result.device,
                               distribution=result.distribution)
+        if result.arch_refit is not None:
+            r = result.arch_refit
+            print(f"\narchitecture prior refit to the mean op probabilities of {r.n_good} "
+                  f"training tasks adapted for {r.steps} steps (arch_refit.json)")
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "
               f"powered evaluation), query accuracy after {cfg.adapt_steps} adaptation steps "

@@ -51,8 +51,10 @@ _AT_LEAST_1 = {
     "checkpoint_every",
     "num_samples",
     "posterior_draws",
+    "arch_refit_steps",
+    "arch_refit_workers",
 }
-_AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads"}
+_AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads", "arch_refit_tasks"}
 # timedelta and torch.manual_seed overflow beyond these
 _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 
@@ -60,7 +62,7 @@ _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 # settings added after run directories were first written, with the value a run whose
 # config.yaml lacks the key was trained with (not today's default)
 RUN_FILE_DEFAULTS = {"arch_update": "reptile", "weight_scale": 1.0, "weight_update": "reptile",
-                     "adapt_sharpness": 1.0}
+                     "adapt_sharpness": 1.0, "arch_refit_tasks": 0}
 
 
 def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
@@ -217,6 +219,20 @@ class MetaConfig(Config):
         "update: it sharpens where tasks agree), reptile moves the logits toward the tasks' "
         "mean adapted logits (their noise is a random walk that can end on one op)",
         choices=("reptile", "mixture"),
+    )
+    arch_refit_tasks: int = option(
+        defaults.ARCH_REFIT_TASKS,
+        "after the last meta-step, refit the architecture prior to the mean op probabilities of "
+        "this many training tasks, each adapted for arch_refit_steps inner steps from W (one EM "
+        "step with a long E-step; the weights stay); 0: no refit",
+    )
+    arch_refit_steps: int = option(
+        defaults.ARCH_REFIT_STEPS, "inner steps per task of the architecture refit's E-step"
+    )
+    arch_refit_workers: int = option(
+        2,
+        "processes the architecture refit's tasks are spread over on a CPU (one torch thread "
+        "each; 1: in this process); the logits do not depend on it",
     )
     meta_lr_final: float = option(defaults.META_LR_FINAL, "meta lr final")
     tau_schedule: str = option(

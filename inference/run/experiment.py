@@ -69,6 +69,8 @@ class ExperimentConfig(Config):
     meta_steps: int = 60                # meta-steps of Algorithm 1
     tasks_per_step: int = 4
     inner_steps: int = 5                # T during meta-training
+    arch_refit_tasks: int = 0           # the main job's architecture refit (0: none, as the
+    #                                     recorded results were measured)
     meta_support: int = 96              # support / query images of a meta-training task
     meta_query: int = 96
     meta_digits: bool = True            # meta-train on digits tasks too (train-split digits)
@@ -98,7 +100,7 @@ class ExperimentConfig(Config):
                      "num_samples", "target_support", "target_query", "train_epochs",
                      "train_batch", "train_channels", "train_layers", "seeds"):
             check_int(name, getattr(self, name), low=1)
-        for name in ("inner_steps", "seed"):
+        for name in ("inner_steps", "seed", "arch_refit_tasks"):
             check_int(name, getattr(self, name), low=0)
         check_float("adapt_temperature", self.adapt_temperature, low=0.0, strict=True)
         if self.search_steps < 2:
@@ -142,6 +144,7 @@ class ExperimentConfig(Config):
                           inner_batch=self.search_batch, adapt_steps=self.search_steps,
                           adapt_temperature=self.adapt_temperature,
                           num_samples=self.num_samples, device=self.device, seed=self.seed,
+                          arch_refit_tasks=self.arch_refit_tasks,
                           threads=0)  # the experiment keeps the process's thread count
 
     def search_config(self, method: str) -> SearchConfig:

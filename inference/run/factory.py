@@ -28,6 +28,7 @@ from pyro_base.checkpoint import CheckpointError, load_checkpoint
 from pyro_base.cli import EPISODE_SOURCES
 from pyro_base.inference.run.config import ConfigError, MetaConfig, parse_mixture_entry
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG
+from pyro_base.inference.vi.arch_refit import ArchRefit
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.inference.vi.meta_svi import MetaSVI, zero_head
 from pyro_base.models.base_model import BASEModel
@@ -182,7 +183,9 @@ def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
                  transfer: str = "all", sharpness: float | None = None,
                  ) -> tuple[BASEModel, OptimizationEmbeddingGuide, MetaConfig, dict[str, Any]]:
     """Model, guide, config and raw checkpoint state of a run; the model's ``W`` is the start a
-    new task adapts from: the checkpoint's ``W`` with the architecture prior sharpened.
+    new task adapts from: the checkpoint's ``W``, its architecture logits replaced by the
+    checkpoint's ``arch_refit`` where the run refit them
+    (:class:`~pyro_base.inference.vi.arch_refit.ArchRefit`), then sharpened.
 
     :param transfer: what the model's ``W`` takes from the checkpoint (:func:`transfer_state`;
         the rest is the run's ``W_0``, rebuilt from its config and seed).
@@ -206,6 +209,13 @@ def load_trained(run_dir: str | Path, *, device: torch.device | str = "cpu",
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} does not hold W for this "
                               f"model: {e}") from e
+    if "arch_refit" in state:
+        try:
+            refit = ArchRefit.from_state(state["arch_refit"])
+            model.W.load_state_dict(refit.apply(model.W.state_dict()))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT}: its arch_refit entry "
+                                  f"does not fit this model: {e!r}") from e
     if sharpness is not None:
         cfg = cfg.replace(adapt_sharpness=sharpness)
     start = transfer_state(model.W.state_dict(), initial, transfer=transfer)

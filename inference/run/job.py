@@ -14,7 +14,12 @@ orchestration the main job and the experiment share.
 * with the ``tensorboard`` extra installed, writes every per-step scalar to
   ``RUN_DIR/tensorboard`` (``tensorboard --logdir runs``);
 * resumes from that checkpoint bit-identically, refusing settings that would change what the
-  saved steps computed (:data:`RESUME_MAY_CHANGE` may change).
+  saved steps computed (:data:`RESUME_MAY_CHANGE` may change);
+* with ``arch_refit_tasks > 0``, refits the architecture prior after the last meta-step
+  (:func:`~pyro_base.inference.run.refit.arch_refit_phase`; rank 0): the checkpoint keeps
+  the meta-trained ``W`` under ``svi`` and the refit logits under ``arch_refit`` (what
+  :func:`~pyro_base.inference.run.factory.load_trained` adapts from), ``arch_refit.json``
+  summarises it, and a finished run resumed with the same settings reuses it.
 
 Usage::
 
@@ -49,7 +54,9 @@ from pyro_base.inference.run.factory import (
     build_tasks,
     resolve_device,
 )
+from pyro_base.inference.run.refit import arch_refit_phase
 from pyro_base.inference.run.runlog import CONFIG, TASK_SPLITS, RunDir
+from pyro_base.inference.vi.arch_refit import ArchRefit
 from pyro_base.inference.vi.meta_svi import MetaSVI, NonFiniteLossError
 from pyro_base.memory import check_fits, estimate_memory
 from pyro_base.search_space import SearchSpace
@@ -58,7 +65,9 @@ log = logging.getLogger(__name__)
 
 RESUME_MAY_CHANGE = frozenset({
     "steps", "n_heldout", "adapt_steps", "adapt_temperature", "num_samples", "posterior_draws",
-    "device", "threads", "checkpoint_every", "collective_timeout", "nan_policy", "max_bad_steps"})
+    "device", "threads", "checkpoint_every", "collective_timeout", "nan_policy", "max_bad_steps",
+    # the refit follows the meta-steps and is redone when these change
+    "arch_refit_tasks", "arch_refit_steps", "arch_refit_workers"})
 
 
 @dataclass
@@ -74,6 +83,7 @@ class MetaRun:
     world: int
     seconds: float
     distribution: Any = None  # the task distribution it trained on (data decoded once)
+    arch_refit: ArchRefit | None = None  # applied to svi.model.W (rank 0)
 
 
 def init_distributed(cfg: MetaConfig, device: torch.device) -> tuple[int, int, torch.device]:
@@ -207,7 +217,9 @@ def _chain(*callbacks: Callable[[MetaSVI, dict[str, Any]], None] | None,
     return on_step
 
 
-def _resume(run: RunDir, cfg: MetaConfig, svi: MetaSVI, space: SearchSpace) -> None:
+def _resume(run: RunDir, cfg: MetaConfig, svi: MetaSVI, space: SearchSpace,
+            ) -> dict[str, Any] | None:
+    """Load the checkpoint into ``svi`` and the RNGs; returns its ``arch_refit`` entry."""
     # RNG states must stay on the CPU; load_state_dict copies W onto the device
     state = load_checkpoint(run.checkpoint, space=space, map_location="cpu")
     check_resumable(cfg, state.get("config", {}), run.checkpoint)
@@ -217,6 +229,7 @@ def _resume(run: RunDir, cfg: MetaConfig, svi: MetaSVI, space: SearchSpace) -> N
     for stale in run.remove_stale_temps():
         log.warning("removed %s, left by a run killed while saving", stale)
     log.info("resumed %s at meta-step %d", run.path, svi.step_count)
+    return state.get("arch_refit")
 
 
 def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
@@ -258,8 +271,9 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
     svi = build_meta_svi(cfg, model, build_guide(cfg, model))
     if wrap_tasks is not None:
         distribution = wrap_tasks(distribution, svi, rank)
+    saved_refit = None
     if run is not None and resume and run.checkpoint.exists():
-        _resume(run, cfg, svi, space)
+        saved_refit = _resume(run, cfg, svi, space)
     elif run is not None:
         run.truncate_metrics(0)  # a fresh start in a used directory keeps no old step lines
     if run is not None and rank == 0:
@@ -280,5 +294,13 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
     if world > 1:  # what follows is rank 0's alone: nobody waits on a collective
         tdist.barrier()
         tdist.destroy_process_group()
+    refit = None
+    if cfg.arch_refit_tasks and rank == 0:
+        refit = arch_refit_phase(cfg, svi, distribution, run, space, saved_refit,
+                                 progress=progress)
+    elif saved_refit is not None and run is not None and run.enabled:
+        # resumed with the refit turned off: adaptation starts from meta-training's logits
+        save_checkpoint(run.checkpoint, {"svi": svi.state_dict(), "rng": rng_state(),
+                                         "config": cfg.to_dict()}, space=space)
     return MetaRun(cfg=cfg, space=space, svi=svi, run=run, device=device, rank=rank,
-                   world=world, seconds=seconds, distribution=distribution)
+                   world=world, seconds=seconds, distribution=distribution, arch_refit=refit)

@@ -5,7 +5,8 @@ Layout written by ``scripts/meta_svi.py``::
     RUN_DIR/config.yaml          the resolved MetaConfig
     RUN_DIR/metrics.jsonl        one JSON object per meta-step, then {"event": "adapt", ...}
     RUN_DIR/log.txt              the log
-    RUN_DIR/checkpoint.pt        W, optimizer, step, RNG state (atomic; weights_only)
+    RUN_DIR/checkpoint.pt        W, optimizer, step, RNG state, refit logits (atomic; weights_only)
+    RUN_DIR/arch_refit.json      the architecture refit: settings, time, op entropy before/after
     RUN_DIR/prior_genotype.json  the genotype of alpha (zero adaptation)
     RUN_DIR/genotypes/<task>.json  the adapted genotype per held-out task
     RUN_DIR/posterior.nc         ArviZ InferenceData of the held-out posteriors and the prior
@@ -37,6 +38,7 @@ PRIOR_GENOTYPE = "prior_genotype.json"
 GENOTYPES = "genotypes"
 POSTERIOR = "posterior.nc"
 TASK_SPLITS = "task_splits.json"
+ARCH_REFIT = "arch_refit.json"
 
 
 def _jsonable(value: Any) -> Any:
