@@ -200,3 +200,16 @@ def test_a_run_file_without_a_newer_setting_keeps_the_value_it_ran_with(tmp_path
     assert MetaConfig.from_yaml(path).arch_update == "mixture"  # a settings file: the default
     MetaConfig(preset="tiny", arch_update="mixture").to_yaml(path)
     assert MetaConfig.from_run_file(path).arch_update == "mixture"
+
+
+def test_settings_of_what_follows_the_meta_steps_may_change_on_resume(tmp_path):
+    """Adaptation and refit settings change nothing the saved meta-steps computed: a resume
+    takes them, while a setting of the meta-steps themselves is refused by name."""
+    from pyro_base.inference.run.job import check_resumable
+
+    saved = MetaConfig(preset="tiny").to_dict()
+    for change in ({"adapt_sharpness": 1.0}, {"adapt_steps": 7}, {"arch_refit_tasks": 0},
+                   {"arch_refit_steps": 3}, {"arch_refit_workers": 1}):
+        check_resumable(MetaConfig(preset="tiny", **change), saved, tmp_path / "c.pt")
+    with pytest.raises(ConfigError, match="inner_steps: "):
+        check_resumable(MetaConfig(preset="tiny", inner_steps=2), saved, tmp_path / "c.pt")

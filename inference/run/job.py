@@ -64,7 +64,8 @@ from pyro_base.search_space import SearchSpace
 log = logging.getLogger(__name__)
 
 RESUME_MAY_CHANGE = frozenset({
-    "steps", "n_heldout", "adapt_steps", "adapt_temperature", "num_samples", "posterior_draws",
+    "steps", "n_heldout", "adapt_steps", "adapt_temperature", "adapt_sharpness", "num_samples",
+    "posterior_draws",
     "device", "threads", "checkpoint_every", "collective_timeout", "nan_policy", "max_bad_steps",
     # the refit follows the meta-steps and is redone when these change
     "arch_refit_tasks", "arch_refit_steps", "arch_refit_workers"})
