@@ -20,8 +20,8 @@ The tasks (:func:`refit_tasks`) are drawn from the training split by
 loop is seeded from ``(seed, REFIT_STREAM, c)``: the refit is a pure function of ``W``, the
 seed and its settings.
 
-Cost: ``C * S`` inner steps, at the ``cpu`` preset about 0.1 s each on one CPU core (the
-default 20 tasks x 40 steps: about 80 s).
+Cost: ``C * S`` inner steps, at the ``cpu`` preset about 0.11 s each on one CPU core (20 tasks
+x 40 steps: 88 s measured, 48-52 s spread over two processes).
 
 Usage::
 
