@@ -261,3 +261,10 @@ def test_resumed_with_the_refit_turned_off_adapts_from_meta_trainings_logits(ref
     model, _, cfg, _ = load_trained(path, sharpness=1.0)
     torch.testing.assert_close(model.W.state_dict()["alpha_normal"],
                                state["svi"]["W"]["alpha_normal"], rtol=0, atol=0)
+
+
+def test_an_op_every_task_rules_out_keeps_a_finite_logit():
+    probs = {"alpha_normal": torch.tensor([[1.0, 0.0], [0.5, 0.5]])}
+    refit = refit_mod.combine([probs, probs], steps=1, temperature=0.5, seed=0)
+    assert torch.isfinite(refit.logits["alpha_normal"]).all()
+    torch.testing.assert_close(refit.logits["alpha_normal"].exp(), probs["alpha_normal"])
