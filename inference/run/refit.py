@@ -87,11 +87,11 @@ def arch_refit_phase(cfg: MetaConfig, svi: MetaSVI, distribution: Any, run: RunD
     want = {"tasks": cfg.arch_refit_tasks, "steps": cfg.arch_refit_steps,
             "temperature": cfg.adapt_temperature, "seed": cfg.seed, "meta_step": svi.step_count}
     refit = ArchRefit.from_state(saved) if saved is not None else None
-    before = arch_entropy_per_cell(svi.model.W)
     if refit is not None and refit.settings() == want:
         log.info("arch refit: reusing the checkpoint's (%s)", want)
         svi.model.W.load_state_dict(refit.apply(svi.model.W.state_dict()))
         return refit
+    before = arch_entropy_per_cell(svi.model.W)
     start, rng = time.perf_counter(), rng_state()
     refit = compute_refit(cfg, svi, distribution, progress=progress)
     seconds = time.perf_counter() - start
