@@ -283,6 +283,42 @@ def test_select_transfer_records_the_choice_and_adapts_from_the_chosen_start(pri
     assert other["op_probs"] != same["op_probs"]
 
 
+def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys):
+    """--select-from all architecture: the candidates are the whole meta-prior and its
+    architecture with W_0's weights, and the adaptation is that of the start chosen."""
+    from pyro_base.inference.commands import adapt as command
+    from pyro_base.inference.run.adaptation import SELECT_FROM, selection_starts
+    action = next(a for a in command.build_parser()._actions if a.dest == "select_from")
+    assert tuple(action.default) == SELECT_FROM == command.SELECT_FROM
+    assert tuple(action.choices) == command.STARTS[:-1]
+    meta, _, cfg, _ = load_trained(prior)
+    arch, _, _, _ = load_trained(prior, transfer="architecture")
+    starts = selection_starts(meta, cfg, ("architecture", "all"))
+    assert tuple(starts) == ("architecture", "all")
+    for name, value in arch.W.state_dict().items():
+        assert torch.equal(starts["architecture"][name], value), name
+    args = ["--prior", str(prior), "--steps", "2", "--curve-steps", "0", "1", "--seed", "1",
+            *TASK, "--n-support", "40"]
+    assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select",
+                "--select-from", "all", "architecture"]) == 0
+    record = json.loads((tmp_path / "sel" / "adapt.json").read_text())
+    assert record["selection"]["candidates"] == ["all", "architecture"]
+    assert record["start"] in ("all", "architecture")
+    assert cli([*args, "--out", str(tmp_path / "plain"), "--transfer", record["start"]]) == 0
+    plain = json.loads((tmp_path / "plain" / "adapt.json").read_text())
+    assert record["op_probs"] == plain["op_probs"]
+    assert record["query_accuracy"] == plain["query_accuracy"]
+    capsys.readouterr()
+    for bad in (["all"], ["all", "all"]):
+        assert cli([*args, "--out", str(tmp_path / "bad"), "--transfer", "select",
+                    "--select-from", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: select_from must be") and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        cli([*args, "--out", str(tmp_path / "bad"), "--select-from", "select"])
+    assert "--select-from: invalid choice" in capsys.readouterr().err
+
+
 def test_select_transfer_at_zero_steps_costs_only_the_held_out_draws(prior, tmp_path):
     out = tmp_path / "sel0"
     assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", "--transfer",

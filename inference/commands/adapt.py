@@ -30,8 +30,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# pyro_base.inference.run.adaptation.STARTS (help must not import torch)
+# pyro_base.inference.run.adaptation.STARTS and SELECT_FROM (help must not import torch)
 STARTS = ("all", "architecture", "weights", "none", "select")
+SELECT_FROM = ("all", "none")
 
 def build_parser() -> argparse.ArgumentParser:
     from pyro_base.cli import add_common_arguments, add_task_arguments
@@ -58,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the task starts from: the whole meta-prior (all), its "
                         "architecture logits with the run's initial weights W_0 "
                         "(architecture), its weights with uniform logits (weights), W_0 "
-                        "itself (none), or whichever of all and none scores higher on a "
+                        "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
-                        "about 3x the cost)")
+                        "about 3x the cost with two candidates)")
+    p.add_argument("--select-from", nargs="+", choices=STARTS[:-1], default=list(SELECT_FROM),
+                   metavar="START",
+                   help="the starts --transfer select chooses between, the preferred first "
+                        "(it keeps a tie): two or more of all, architecture, weights, none "
+                        f"(default: {' '.join(SELECT_FROM)})")
     p.add_argument("--adapt-sharpness", type=float, default=None, metavar="G",
                    help="power of the meta-trained architecture prior the task adapts from "
                         "(logits times G; default: the run's adapt_sharpness)")
@@ -93,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
                              curve_steps=tuple(args.curve_steps) if args.curve_steps else None,
                              temperature=args.temperature, num_samples=args.num_samples,
                              draws=args.draws, seed=args.seed, device=args.device,
-                             transfer=args.transfer, sharpness=args.adapt_sharpness)
+                             transfer=args.transfer, sharpness=args.adapt_sharpness,
+                             select_from=args.select_from)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -132,11 +139,13 @@ def fewshot(args: argparse.Namespace) -> int:
                                num_samples=cfg.num_samples if args.num_samples is None
                                else args.num_samples,
                                seed=args.seed, split=args.task_split, progress=args.progress,
-                               starts=selection_starts(model, cfg) if select else None)
+                               starts=selection_starts(model, cfg, args.select_from)
+                               if select else None)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = {"prior": str(args.prior), "transfer": args.transfer,
+              **({"select_from": list(args.select_from)} if select else {}),
               "sharpness": cfg.adapt_sharpness, "source": args.task_source, "family": args.family,
               "n_way": args.n_way, "k_shot": args.k_shot,
               "query_per_class": args.query_per_class, **report}

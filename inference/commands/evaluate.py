@@ -44,6 +44,10 @@ from typing import Any
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights",
         "select")
 DEFAULT_ARMS = ARMS[:3]
+# pyro_base.inference.evaluate.summary.TRANSFER_ARMS and SELECT_FROM
+TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
+                 "architecture": "meta_arch_untrained_weights"}
+SELECT_FROM = ("all", "none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting W to adapt: the meta-trained W, W_0, the meta-trained "
                         "weights with W_0's uniform architecture logits, and (on request) the "
                         "meta-trained architecture logits with W_0's weights, and 'select' "
-                        "(with meta and untrained): per task, the one of the two that scores "
+                        "(with the arms of --select-from): per task, the start that scores "
                         "higher on a held-out quarter of its support set")
+    p.add_argument("--select-from", nargs="+", choices=tuple(TRANSFER_ARMS),
+                   default=list(SELECT_FROM), metavar="START",
+                   help="the starts the 'select' arm chooses between, as adapt --transfer "
+                        "select --select-from: all (arm meta), none (untrained), architecture "
+                        "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "
@@ -108,7 +117,9 @@ def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1
             and set(args.steps) <= set(s.get("steps", [])) and bool(counts)
             and min(counts) >= args.tasks_per_family
             and (not args.support_accuracy or bool(s.get("support_accuracy")))
-            and s.get("adapt_sharpness", 1.0) == sharpness)
+            and s.get("adapt_sharpness", 1.0) == sharpness
+            and ("select" not in args.arms
+                 or list(s.get("select_from", SELECT_FROM)) == list(args.select_from)))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +135,8 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
                               steps=args.steps, arms=args.arms, device=args.device,
                               seed=args.seed, n_boot=args.n_boot, progress=args.progress,
                               workers=args.workers, support_accuracy=args.support_accuracy,
-                              sharpness=args.adapt_sharpness)
+                              sharpness=args.adapt_sharpness,
+                              select_from=args.select_from)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -14,13 +14,17 @@ count in ``steps`` (``0``: no adaptation). The arms:
 * ``meta_arch_untrained_weights`` (asked for by name; not among :data:`DEFAULT_ARMS`): the
   meta-trained ``alpha`` with ``W_0``'s ``mu, sigma``, the architecture prior's contribution
   alone, which completes the 2 x 2 of weights and architecture;
-* ``select`` (asked for by name, with ``meta`` and ``untrained``): per task and step count,
-  the one of ``meta`` and ``untrained`` that scores higher on a held-out quarter of the task's
-  own support set after that many steps, each adapted on the other three quarters
-  (:func:`~pyro_base.inference.run.selection.select_start`, as ``pyro-base adapt --transfer
-  select`` does), with the chosen arm's accuracy on the query set. It costs two more
-  adaptations on 3/4 of the support set per task; the record keeps the held-out scores and
-  the choices (``selection``).
+* ``select`` (asked for by name, with the arms of its candidates): per task and step count,
+  the one of the starts ``select_from`` (names of
+  :data:`~pyro_base.inference.run.factory.TRANSFERS`, each evaluated by its arm of
+  :data:`TRANSFER_ARMS`: ``all`` by ``meta``, ``none`` by ``untrained``, ``architecture`` by
+  ``meta_arch_untrained_weights``; default ``all`` and ``none``) that scores higher on a
+  held-out quarter of the task's own support set after that many steps, each adapted on the
+  other three quarters (:func:`~pyro_base.inference.run.selection.select_start`, as
+  ``pyro-base adapt --transfer select --select-from ...`` does), with the chosen arm's
+  accuracy on the query set. It costs one more adaptation on 3/4 of the support set per
+  candidate and task; the record keeps the held-out scores and the choices (``selection``,
+  by arm name).
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
@@ -74,6 +78,8 @@ from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     GAINS,
     PREFERRED,
     SELECT,
+    SELECT_FROM,
+    TRANSFER_ARMS,
     EvaluationResult,
     bootstrap_interval,
     format_summary,
@@ -121,7 +127,7 @@ def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
 
 def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
                     device: str, seed: int, n_boot: int, elbo_impl: str | None,
-                    workers: int = 1) -> None:
+                    workers: int = 1, select_from: Sequence[str] = SELECT_FROM) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -133,9 +139,15 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
     if isinstance(arms, str) or not arms or len(set(arms)) != len(arms) or any(
             a not in ARMS for a in arms):
         raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
-    if SELECT in arms and not {"meta", "untrained"} <= set(arms):
-        raise ValueError(f"the {SELECT!r} arm chooses between 'meta' and 'untrained': ask for "
-                         f"both with it, got {list(arms)!r}")
+    if (isinstance(select_from, str) or len(select_from) < 2
+            or len(set(select_from)) != len(select_from)
+            or any(n not in TRANSFER_ARMS for n in select_from)):
+        raise ValueError(f"select_from must be at least two distinct names from "
+                         f"{tuple(TRANSFER_ARMS)}, got {select_from!r}")
+    need = [TRANSFER_ARMS[n] for n in select_from]
+    if SELECT in arms and not set(need) <= set(arms):
+        raise ValueError(f"the {SELECT!r} arm chooses between {need} (select_from "
+                         f"{list(select_from)}): ask for them with it, got {list(arms)!r}")
     check_device(device)
     if not is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
@@ -170,10 +182,10 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
-                   cfg: Any, support_accuracy: bool = False, select: bool = False,
-                   ) -> dict[str, Any]:
+                   cfg: Any, support_accuracy: bool = False,
+                   select: Sequence[str] | None = None) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
-    ``select``, the choice between ``meta`` and ``untrained`` per step count)."""
+    ``select``, arm names, the choice between them per step count)."""
     task = task.to(model.W.mu.device)
     (xs, ys), (xq, yq) = task.support, task.query
     record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
@@ -205,7 +217,7 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
     if select:
         start = time.perf_counter()
-        sel = select_start(model, guide, {a: states[a] for a in ("meta", "untrained")}, xs, ys,
+        sel = select_start(model, guide, {a: states[a] for a in select}, xs, ys,
                            n_classes=task.n_classes, steps=steps,
                            temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
                            seed=pair_seed(seed, fi, ti, SELECT_SLOT))
@@ -232,11 +244,12 @@ class _Setup:
     states: dict[str, dict[str, torch.Tensor]]
     by_family: dict[str, list[Task]]
     elbo_impl: str
-    select: bool = False
+    select: tuple[str, ...] | None = None
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
-           elbo_impl: str | None, sharpness: float | None = None) -> _Setup:
+           elbo_impl: str | None, sharpness: float | None = None,
+           select_from: Sequence[str] = SELECT_FROM) -> _Setup:
     """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
     resolved as :func:`evaluate_run` says; ``sharpness`` ``None``: the run's own)."""
     dev = resolve_device(device)
@@ -253,7 +266,8 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
-    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, SELECT in arms)
+    select = tuple(TRANSFER_ARMS[n] for n in select_from) if SELECT in arms else None
+    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select)
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
@@ -278,7 +292,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  device: str = "cpu", seed: int = 0, n_boot: int = 2000,
                  progress: bool = False, elbo_impl: str | None = None,
                  workers: int = 1, support_accuracy: bool = False,
-                 sharpness: float | None = None) -> EvaluationResult:
+                 sharpness: float | None = None,
+                 select_from: Sequence[str] = SELECT_FROM) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
 
@@ -294,16 +309,21 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     :param sharpness: the power of the architecture prior every arm with the meta-trained
         logits adapts from (:func:`~pyro_base.inference.run.factory.sharpen_architecture`);
         ``None``: the run's ``adapt_sharpness``. Recorded in the settings.
+    :param select_from: the starts the ``select`` arm chooses between, the preferred first
+        (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``). Recorded in the
+        settings.
     :raises ValueError: a bad argument (named), or a run directory without a config or
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
-    _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers)
+    _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers,
+                    select_from)
+    select_from = list(select_from)
     steps, arms = sorted(int(s) for s in steps), list(arms)
     run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
     dev = resolve_device(device)
     start = time.perf_counter()
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
-               elbo_impl=elbo_impl, sharpness=sharpness)
+               elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from)
     units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
     workers = min(int(workers), len(units))
     log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
@@ -311,7 +331,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
              s.elbo_impl, workers)
     if workers > 1:
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
-                        "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness}
+                        "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness,
+                        "select_from": select_from}
         records = evaluate_parallel(units, workers, setup=_worker_context,
                                     setup_args=(str(run.path), setup_kwargs, steps, seed,
                                                 support_accuracy),
@@ -330,7 +351,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "adapt_sharpness": s.cfg.adapt_sharpness,
                 "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
                 "families": list(s.by_family), "workers": workers,
-                "support_accuracy": support_accuracy}
+                "support_accuracy": support_accuracy,
+                **({"select_from": select_from} if SELECT in arms else {})}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)

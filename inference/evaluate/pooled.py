@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pyro_base.inference.evaluate.summary import GAINS
+from pyro_base.inference.evaluate.summary import GAINS, SELECT, select_from_of
 
 __all__ = ["compare_evaluations", "format_comparison", "format_pooled", "load_evaluation",
            "pool_evaluations", "restrict", "two_level_interval"]
@@ -131,6 +131,11 @@ def _check_same_protocol(evaluations: Sequence[dict[str, Any]]) -> tuple[list[in
                 raise ValueError(f"evaluations differ in {key}: {first.get('run_dir')} has "
                                  f"{first.get(key)!r}, {s.get('run_dir')} has {s.get(key)!r}")
     arms = [a for a in first["arms"] if all(a in e["settings"]["arms"] for e in evaluations)]
+    if SELECT in arms:
+        chosen_from = {tuple(select_from_of(e["settings"])) for e in evaluations}
+        if len(chosen_from) > 1:
+            raise ValueError(f"the evaluations' {SELECT!r} arms choose between different "
+                             f"starts: {sorted(chosen_from)}")
     return list(first["steps"]), arms
 
 

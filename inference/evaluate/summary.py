@@ -19,12 +19,24 @@ from typing import Any
 import numpy as np
 
 ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on request
-SELECT = "select"  # per task, meta or untrained, chosen on held-out support data: on request
+SELECT = "select"  # per task, one of SELECT_FROM's arms, chosen on held-out support data
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY, SELECT)
 DEFAULT_ARMS = ARMS[:3]
+# the arm that adapts from each start of pyro_base.inference.run.factory.TRANSFERS
+TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
+                 "architecture": ARCH_ONLY}
+SELECT_FROM = ("all", "none")  # the default candidates of SELECT (as adapt --transfer select)
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"),
          (SELECT, "untrained"), (SELECT, "meta"))
+
+
+def select_from_of(settings: dict[str, Any]) -> list[str]:
+    """The starts an evaluation's ``select`` arm chose between (an evaluation written before
+    they were recorded chose between ``all`` and ``none``)."""
+    return list(settings.get("select_from", SELECT_FROM))
+
+
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
 PREFERRED: dict[str, tuple[str, ...] | None] = {
     "motif": ("sep_conv_3x3", "sep_conv_5x5"),

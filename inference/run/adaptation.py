@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,17 @@ log = logging.getLogger(__name__)
 
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
 STARTS = (*TRANSFERS, "select")  # what adaptation may start from
-SELECT_FROM = ("all", "none")  # the candidates of "select", the preferred one first
+SELECT_FROM = ("all", "none")  # the default candidates of "select", the preferred one first
+
+
+def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
+    """``select_from`` as a tuple of at least two distinct names of
+    :data:`~pyro_base.inference.run.factory.TRANSFERS`; anything else is a ``ConfigError``."""
+    names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
+    if len(names) < 2 or len(set(names)) != len(names) or any(n not in TRANSFERS for n in names):
+        raise ConfigError(f"select_from must be at least two distinct names from {TRANSFERS}, "
+                          f"the preferred first, got {list(names)!r}")
+    return names
 
 
 def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> Task:
@@ -108,19 +119,22 @@ def _plot_curve(run: RunDir, task: Task, steps: list[int], accuracy: list[float]
     os.replace(plot_adaptation_curves(families, tmp), run / CURVE_PLOT)
 
 
-def selection_starts(model: Any, cfg: Any) -> dict[str, dict[str, torch.Tensor]]:
-    """The candidates of ``transfer="select"`` (:data:`SELECT_FROM`) as state dicts of
-    ``model.W``: its meta-trained ``W`` and the run's ``W_0``, rebuilt from ``cfg``."""
+def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = SELECT_FROM,
+                     ) -> dict[str, dict[str, torch.Tensor]]:
+    """The candidates of ``transfer="select"`` (``select_from``, names of
+    :data:`~pyro_base.inference.run.factory.TRANSFERS`) as state dicts of ``model.W``, built
+    from its meta-trained ``W`` and the run's ``W_0`` (rebuilt from ``cfg``)."""
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
-    return {n: transfer_state(meta, initial, transfer=n) for n in SELECT_FROM}
+    return {n: transfer_state(meta, initial, transfer=n) for n in check_select_from(select_from)}
 
 
 def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
-                transfer: str = "all", sharpness: float | None = None) -> dict[str, Any]:
+                transfer: str = "all", sharpness: float | None = None,
+                select_from: Sequence[str] = SELECT_FROM) -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
 
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
@@ -129,10 +143,12 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     ``transfer`` says what of the meta-prior the task starts from (one of :data:`STARTS`;
     see the module docstring); ``sharpness`` is the power of its architecture prior
     (:func:`~pyro_base.inference.run.factory.sharpen_architecture`; default: the run's
-    ``adapt_sharpness``).
+    ``adapt_sharpness``); ``select_from`` are the candidates of ``transfer="select"``, the
+    preferred first.
     """
     if transfer not in STARTS:
         raise ConfigError(f"transfer must be one of {STARTS}, got {transfer!r}")
+    select_from = check_select_from(select_from)
     if any((Path(out) / name).exists() for name in (CHECKPOINT, CONFIG)):
         raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
                           "would overwrite its posterior.nc: choose another directory")
@@ -153,7 +169,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     start = time.perf_counter()
     selection = None
     if transfer == "select":
-        starts = selection_starts(model, cfg)
+        starts = selection_starts(model, cfg, select_from)
         selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
                                  steps=[steps], temperature=tau, num_samples=samples,
                                  seed=seed)
