@@ -291,6 +291,11 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     action = next(a for a in command.build_parser()._actions if a.dest == "select_from")
     assert tuple(action.default) == SELECT_FROM == command.SELECT_FROM
     assert tuple(action.choices) == command.STARTS[:-1]
+    from pyro_base.inference.run.adaptation import SELECT_CRITERION
+    from pyro_base.inference.run.selection import CRITERIA
+    action = next(a for a in command.build_parser()._actions if a.dest == "select_criterion")
+    assert action.default == SELECT_CRITERION == command.SELECT_CRITERION
+    assert tuple(action.choices) == CRITERIA == command.CRITERIA
     meta, _, cfg, _ = load_trained(prior)
     arch, _, _, _ = load_trained(prior, transfer="architecture")
     starts = selection_starts(meta, cfg, ("architecture", "all"))
@@ -300,9 +305,13 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     args = ["--prior", str(prior), "--steps", "2", "--curve-steps", "0", "1", "--seed", "1",
             *TASK, "--n-support", "40"]
     assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select",
-                "--select-from", "all", "architecture"]) == 0
+                "--select-from", "all", "architecture", "--select-criterion", "loglik"]) == 0
     record = json.loads((tmp_path / "sel" / "adapt.json").read_text())
     assert record["selection"]["candidates"] == ["all", "architecture"]
+    assert record["selection"]["criterion"] == "loglik"
+    ll = record["selection"]["heldout_loglik"]
+    assert record["start"] == ("architecture" if ll["architecture"][0] > ll["all"][0]
+                               else "all")
     assert record["start"] in ("all", "architecture")
     assert cli([*args, "--out", str(tmp_path / "plain"), "--transfer", record["start"]]) == 0
     plain = json.loads((tmp_path / "plain" / "adapt.json").read_text())

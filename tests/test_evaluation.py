@@ -261,7 +261,8 @@ def test_top_op_excludes_none(tiny_model):
     ({"arms": ("meta", "untrained", "select"), "select_from": ("all", "architecture")},
      "'select' arm chooses"),
     ({"select_from": ("all",)}, "select_from"), ({"select_from": ("all", "all")}, "select_from"),
-    ({"select_from": ("all", "head")}, "select_from"), ({"select_from": "all"}, "select_from")])
+    ({"select_from": ("all", "head")}, "select_from"), ({"select_from": "all"}, "select_from"),
+    ({"select_criterion": "auc"}, "select_criterion")])
 def test_bad_arguments_are_refused_before_reading_the_run(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=name):
         evaluate_run(tmp_path / "absent", **kwargs)
@@ -279,6 +280,11 @@ def test_cli_help_runs_without_data():
     assert script().TRANSFER_ARMS == TRANSFER_ARMS and set(TRANSFER_ARMS) == set(TRANSFERS)
     assert set(TRANSFER_ARMS.values()) == set(ARMS) - {"select"}
     assert script().SELECT_FROM == SELECT_FROM == ADAPT_SELECT_FROM
+    from pyro_base.inference.evaluate.summary import SELECT_CRITERION
+    from pyro_base.inference.run.adaptation import SELECT_CRITERION as ADAPT_CRITERION
+    from pyro_base.inference.run.selection import CRITERIA
+    assert script().SELECT_CRITERION == SELECT_CRITERION == ADAPT_CRITERION
+    assert script().CRITERIA == CRITERIA
     action = next(a for a in script().build_parser()._actions if a.dest == "arms")
     assert tuple(action.choices) == ARMS
     for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--arms", "--workers", "--device",
@@ -407,20 +413,25 @@ def test_select_arm_takes_the_meta_prior_on_a_tie(tmp_path):
 
 
 def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
-    """select_from ("all", "architecture"): the choice is select_start between the meta arm
-    and the architecture-only arm, seeded as the default choice is, and the select arm reads
-    the chosen one's numbers; the settings record the starts."""
+    """select_from ("all", "architecture") by held-out log-likelihood: the choice is
+    select_start between the meta arm and the architecture-only arm, seeded as the default
+    choice is, and the select arm reads the chosen one's numbers; the settings record the
+    starts and the criterion."""
     from pyro_base.inference.evaluate.paired import SELECT_SLOT, _arm_states
-    from pyro_base.inference.run.selection import select_start
+    from pyro_base.inference.run.selection import choose, select_start
 
     path, _ = make_run(tmp_path / "run", CFG.replace(n_support=20), train=True)
     arms = ("meta", "meta_arch_untrained_weights", "select")
     result = evaluate_run(path, tasks_per_family=1, steps=(0, 2), n_boot=50, arms=arms,
-                          select_from=("all", "architecture"))
+                          select_from=("all", "architecture"), select_criterion="loglik")
     assert result.settings["select_from"] == ["all", "architecture"]
+    assert result.settings["select_criterion"] == "loglik"
     for r in result.tasks:
         sel = r["selection"]
         assert sel["candidates"] == ["meta", "meta_arch_untrained_weights"]
+        assert sel["criterion"] == "loglik"
+        assert sel["chosen"] == {str(k): v for k, v in
+                                 choose(sel["heldout_loglik"], sel["steps"]).items()}
         for j, k in enumerate((0, 2)):
             assert r["accuracy"]["select"][j] == r["accuracy"][sel["chosen"][str(k)]][j]
     model, _, cfg, _ = load_trained(path)
@@ -430,13 +441,14 @@ def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
     sel = select_start(model, guide, {a: states[a] for a in arms[:2]}, *task.support,
                        n_classes=task.n_classes, steps=[0, 2],
                        temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
-                       seed=pair_seed(0, 1, 0, SELECT_SLOT))
+                       seed=pair_seed(0, 1, 0, SELECT_SLOT), criterion="loglik")
     record = next(r for r in result.tasks if r["task"] == task.name)
     assert json.loads(json.dumps(sel.to_dict())) == record["selection"]
     # --reuse takes it only for the same starts; pooling refuses a mix
     cli = script().cli
     flags = ["--tasks-per-family", "1", "--steps", "0", "2", "--reuse", "--arms"]
-    assert cli([str(path), *flags, *arms, "--select-from", "all", "architecture"]) == 0
+    select = ["--select-from", "all", "architecture", "--select-criterion", "loglik"]
+    assert cli([str(path), *flags, *arms, *select]) == 0
     assert "reusing" in capsys.readouterr().out
     from pyro_base.inference.evaluate.pooled import load_evaluation, pool_evaluations
     other = Path(shutil.copytree(path, tmp_path / "other"))
@@ -445,5 +457,6 @@ def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
     assert "reusing" not in capsys.readouterr().out
     again = load_evaluation(other)
     assert again["settings"]["select_from"] == ["all", "none"]
+    assert again["settings"]["select_criterion"] == "accuracy"
     with pytest.raises(ValueError, match="choose between different starts"):
         pool_evaluations([load_evaluation(path), again])

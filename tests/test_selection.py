@@ -149,6 +149,16 @@ def test_select_start_scores_each_start_and_chooses_by_its_own_scores(tiny):
                            n_classes=3, steps=[0, 1, 3], seed=1, **SETTINGS)
     assert swapped.heldout_accuracy["again"] == sel.heldout_accuracy["all"]
     assert swapped.heldout_loglik["scaled"] == sel.heldout_loglik["scaled"]
+    # by log-likelihood: the same scores (same seeds), the choice is choose() of the other
+    by_ll = select_start(model, guide, {"all": state, "scaled": other}, xs, ys, n_classes=3,
+                         steps=[0, 1, 3], seed=1, criterion="loglik", **SETTINGS)
+    assert by_ll.heldout_loglik == sel.heldout_loglik
+    assert by_ll.heldout_accuracy == sel.heldout_accuracy
+    assert by_ll.chosen == choose(sel.heldout_loglik, sel.steps)
+    assert by_ll.to_dict()["criterion"] == "loglik" and sel.to_dict()["criterion"] == "accuracy"
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        select_start(model, guide, {"all": state, "scaled": other}, xs, ys, n_classes=3,
+                     steps=[1], seed=1, criterion="auc", **SETTINGS)
     model.W.load_state_dict(state)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 # pyro_base.inference.run.adaptation.STARTS and SELECT_FROM (help must not import torch)
 STARTS = ("all", "architecture", "weights", "none", "select")
 SELECT_FROM = ("all", "none")
+SELECT_CRITERION, CRITERIA = "accuracy", ("accuracy", "loglik")  # and selection.CRITERIA
 
 def build_parser() -> argparse.ArgumentParser:
     from pyro_base.cli import add_common_arguments, add_task_arguments
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the starts --transfer select chooses between, the preferred first "
                         "(it keeps a tie): two or more of all, architecture, weights, none "
                         f"(default: {' '.join(SELECT_FROM)})")
+    p.add_argument("--select-criterion", choices=CRITERIA, default=SELECT_CRITERION,
+                   help="the held-out score --transfer select maximises: accuracy, or loglik, "
+                        "the mean log predictive density of the held-out labels")
     p.add_argument("--adapt-sharpness", type=float, default=None, metavar="G",
                    help="power of the meta-trained architecture prior the task adapts from "
                         "(logits times G; default: the run's adapt_sharpness)")
@@ -100,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
                              temperature=args.temperature, num_samples=args.num_samples,
                              draws=args.draws, seed=args.seed, device=args.device,
                              transfer=args.transfer, sharpness=args.adapt_sharpness,
-                             select_from=args.select_from)
+                             select_from=args.select_from,
+                             select_criterion=args.select_criterion)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -140,12 +145,13 @@ def fewshot(args: argparse.Namespace) -> int:
                                else args.num_samples,
                                seed=args.seed, split=args.task_split, progress=args.progress,
                                starts=selection_starts(model, cfg, args.select_from)
-                               if select else None)
+                               if select else None, select_criterion=args.select_criterion)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = {"prior": str(args.prior), "transfer": args.transfer,
-              **({"select_from": list(args.select_from)} if select else {}),
+              **({"select_from": list(args.select_from),
+                  "select_criterion": args.select_criterion} if select else {}),
               "sharpness": cfg.adapt_sharpness, "source": args.task_source, "family": args.family,
               "n_way": args.n_way, "k_shot": args.k_shot,
               "query_per_class": args.query_per_class, **report}

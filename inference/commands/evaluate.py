@@ -48,6 +48,7 @@ DEFAULT_ARMS = ARMS[:3]
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": "meta_arch_untrained_weights"}
 SELECT_FROM = ("all", "none")
+SELECT_CRITERION, CRITERIA = "accuracy", ("accuracy", "loglik")  # and selection.CRITERIA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the starts the 'select' arm chooses between, as adapt --transfer "
                         "select --select-from: all (arm meta), none (untrained), architecture "
                         "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch)")
+    p.add_argument("--select-criterion", choices=CRITERIA, default=SELECT_CRITERION,
+                   help="the held-out score the 'select' arm maximises (accuracy, or loglik: "
+                        "the mean log predictive density)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "
@@ -119,7 +123,8 @@ def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1
             and (not args.support_accuracy or bool(s.get("support_accuracy")))
             and s.get("adapt_sharpness", 1.0) == sharpness
             and ("select" not in args.arms
-                 or list(s.get("select_from", SELECT_FROM)) == list(args.select_from)))
+                 or (list(s.get("select_from", ("all", "none"))) == list(args.select_from)
+                     and s.get("select_criterion", "accuracy") == args.select_criterion)))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -136,7 +141,8 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
                               seed=args.seed, n_boot=args.n_boot, progress=args.progress,
                               workers=args.workers, support_accuracy=args.support_accuracy,
                               sharpness=args.adapt_sharpness,
-                              select_from=args.select_from)
+                              select_from=args.select_from,
+                              select_criterion=args.select_criterion)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -68,13 +68,13 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
                   temperature: float, num_samples: int = 4, seed: int = 0,
                   split: str = "test", progress: bool = False,
                   starts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                  ) -> dict[str, Any]:
+                  select_criterion: str = "accuracy") -> dict[str, Any]:
     """Adapt to ``episodes`` episodes of ``split`` and score each one's query set.
 
     ``starts`` (name -> state dict of ``model.W``, the preferred first): each episode first
-    chooses among them by held-out accuracy on a quarter of its support set after ``steps``
-    steps (:func:`~pyro_base.inference.run.selection.select_start`); the report counts the
-    choices (``chosen``).
+    chooses among them by its held-out ``select_criterion`` on a quarter of its support set
+    after ``steps`` steps (:func:`~pyro_base.inference.run.selection.select_start`); the
+    report counts the choices (``chosen``).
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for an interval, got {episodes}")
@@ -87,7 +87,8 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
         if starts is not None:
             sel = select_start(model, guide, starts, *task.support, n_classes=task.n_classes,
                                steps=[steps], temperature=temperature,
-                               num_samples=num_samples, seed=episode_seed)
+                               num_samples=num_samples, seed=episode_seed,
+                               criterion=select_criterion)
             chosen.append(sel.chosen[steps])
             model.W.load_state_dict(dict(starts[chosen[-1]]))
         torch.manual_seed(episode_seed)

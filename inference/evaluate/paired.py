@@ -23,8 +23,9 @@ count in ``steps`` (``0``: no adaptation). The arms:
   other three quarters (:func:`~pyro_base.inference.run.selection.select_start`, as
   ``pyro-base adapt --transfer select --select-from ...`` does), with the chosen arm's
   accuracy on the query set. It costs one more adaptation on 3/4 of the support set per
-  candidate and task; the record keeps the held-out scores and the choices (``selection``,
-  by arm name).
+  candidate and task; the choice maximises ``select_criterion`` (held-out ``accuracy`` or
+  ``loglik``); the record keeps the held-out scores and the choices (``selection``, by arm
+  name).
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
@@ -78,6 +79,7 @@ from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     GAINS,
     PREFERRED,
     SELECT,
+    SELECT_CRITERION,
     SELECT_FROM,
     TRANSFER_ARMS,
     EvaluationResult,
@@ -97,7 +99,7 @@ from pyro_base.inference.run.factory import (
 )
 from pyro_base.inference.run.run_dir import load_run
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
-from pyro_base.inference.run.selection import select_start
+from pyro_base.inference.run.selection import CRITERIA, select_start
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.inference.vi.elbo import check_supported
 from pyro_base.inference.vi.guides import ELBO_IMPLS, AdaptedPosterior
@@ -127,7 +129,8 @@ def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
 
 def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
                     device: str, seed: int, n_boot: int, elbo_impl: str | None,
-                    workers: int = 1, select_from: Sequence[str] = SELECT_FROM) -> None:
+                    workers: int = 1, select_from: Sequence[str] = SELECT_FROM,
+                    select_criterion: str = SELECT_CRITERION) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -144,6 +147,9 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
             or any(n not in TRANSFER_ARMS for n in select_from)):
         raise ValueError(f"select_from must be at least two distinct names from "
                          f"{tuple(TRANSFER_ARMS)}, got {select_from!r}")
+    if select_criterion not in CRITERIA:
+        raise ValueError(f"select_criterion must be one of {CRITERIA}, got "
+                         f"{select_criterion!r}")
     need = [TRANSFER_ARMS[n] for n in select_from]
     if SELECT in arms and not set(need) <= set(arms):
         raise ValueError(f"the {SELECT!r} arm chooses between {need} (select_from "
@@ -183,7 +189,8 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
                    cfg: Any, support_accuracy: bool = False,
-                   select: Sequence[str] | None = None) -> dict[str, Any]:
+                   select: Sequence[str] | None = None,
+                   select_criterion: str = SELECT_CRITERION) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
     ``select``, arm names, the choice between them per step count)."""
     task = task.to(model.W.mu.device)
@@ -220,7 +227,8 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         sel = select_start(model, guide, {a: states[a] for a in select}, xs, ys,
                            n_classes=task.n_classes, steps=steps,
                            temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
-                           seed=pair_seed(seed, fi, ti, SELECT_SLOT))
+                           seed=pair_seed(seed, fi, ti, SELECT_SLOT),
+                           criterion=select_criterion)
         record["adapt_seconds"][SELECT] = time.perf_counter() - start  # the choice only
         record["selection"] = sel.to_dict()
         reads = ["accuracy"] + (["support_accuracy"] if support_accuracy else [])
@@ -245,11 +253,13 @@ class _Setup:
     by_family: dict[str, list[Task]]
     elbo_impl: str
     select: tuple[str, ...] | None = None
+    select_criterion: str = SELECT_CRITERION
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
            elbo_impl: str | None, sharpness: float | None = None,
-           select_from: Sequence[str] = SELECT_FROM) -> _Setup:
+           select_from: Sequence[str] = SELECT_FROM,
+           select_criterion: str = SELECT_CRITERION) -> _Setup:
     """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
     resolved as :func:`evaluate_run` says; ``sharpness`` ``None``: the run's own)."""
     dev = resolve_device(device)
@@ -267,7 +277,8 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
     states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
     select = tuple(TRANSFER_ARMS[n] for n in select_from) if SELECT in arms else None
-    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select)
+    return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select,
+                  select_criterion)
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
@@ -283,7 +294,8 @@ def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int,
     s, steps, seed, support_accuracy = context
     task = list(s.by_family.values())[fi][ti]
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
-                          cfg=s.cfg, support_accuracy=support_accuracy, select=s.select)
+                          cfg=s.cfg, support_accuracy=support_accuracy, select=s.select,
+                          select_criterion=s.select_criterion)
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
@@ -293,7 +305,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  progress: bool = False, elbo_impl: str | None = None,
                  workers: int = 1, support_accuracy: bool = False,
                  sharpness: float | None = None,
-                 select_from: Sequence[str] = SELECT_FROM) -> EvaluationResult:
+                 select_from: Sequence[str] = SELECT_FROM,
+                 select_criterion: str = SELECT_CRITERION) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
 
@@ -310,20 +323,22 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         logits adapts from (:func:`~pyro_base.inference.run.factory.sharpen_architecture`);
         ``None``: the run's ``adapt_sharpness``. Recorded in the settings.
     :param select_from: the starts the ``select`` arm chooses between, the preferred first
-        (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``). Recorded in the
-        settings.
+        (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``), and
+        ``select_criterion`` the held-out score it maximises (``"accuracy"`` or
+        ``"loglik"``). Both recorded in the settings.
     :raises ValueError: a bad argument (named), or a run directory without a config or
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
     _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers,
-                    select_from)
+                    select_from, select_criterion)
     select_from = list(select_from)
     steps, arms = sorted(int(s) for s in steps), list(arms)
     run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
     dev = resolve_device(device)
     start = time.perf_counter()
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
-               elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from)
+               elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from,
+               select_criterion=select_criterion)
     units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
     workers = min(int(workers), len(units))
     log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
@@ -332,7 +347,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     if workers > 1:
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
                         "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness,
-                        "select_from": select_from}
+                        "select_from": select_from, "select_criterion": select_criterion}
         records = evaluate_parallel(units, workers, setup=_worker_context,
                                     setup_args=(str(run.path), setup_kwargs, steps, seed,
                                                 support_accuracy),
@@ -341,7 +356,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         tasks = list(s.by_family.values())
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
                                   steps=steps, seed=seed, cfg=s.cfg,
-                                  support_accuracy=support_accuracy, select=s.select)
+                                  support_accuracy=support_accuracy, select=s.select,
+                                  select_criterion=s.select_criterion)
                    for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
@@ -352,7 +368,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
                 "families": list(s.by_family), "workers": workers,
                 "support_accuracy": support_accuracy,
-                **({"select_from": select_from} if SELECT in arms else {})}
+                **({"select_from": select_from, "select_criterion": select_criterion}
+                   if SELECT in arms else {})}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)

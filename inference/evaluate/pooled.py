@@ -132,10 +132,11 @@ def _check_same_protocol(evaluations: Sequence[dict[str, Any]]) -> tuple[list[in
                                  f"{first.get(key)!r}, {s.get('run_dir')} has {s.get(key)!r}")
     arms = [a for a in first["arms"] if all(a in e["settings"]["arms"] for e in evaluations)]
     if SELECT in arms:
-        chosen_from = {tuple(select_from_of(e["settings"])) for e in evaluations}
+        chosen_from = {(*select_from_of(e["settings"])[0], select_from_of(e["settings"])[1])
+                       for e in evaluations}
         if len(chosen_from) > 1:
             raise ValueError(f"the evaluations' {SELECT!r} arms choose between different "
-                             f"starts: {sorted(chosen_from)}")
+                             f"starts or by different criteria: {sorted(chosen_from)}")
     return list(first["steps"]), arms
 
 

@@ -26,15 +26,18 @@ DEFAULT_ARMS = ARMS[:3]
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": ARCH_ONLY}
 SELECT_FROM = ("all", "none")  # the default candidates of SELECT (as adapt --transfer select)
+SELECT_CRITERION = "accuracy"  # the default held-out score of SELECT
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"),
          (SELECT, "untrained"), (SELECT, "meta"))
 
 
-def select_from_of(settings: dict[str, Any]) -> list[str]:
-    """The starts an evaluation's ``select`` arm chose between (an evaluation written before
-    they were recorded chose between ``all`` and ``none``)."""
-    return list(settings.get("select_from", SELECT_FROM))
+def select_from_of(settings: dict[str, Any]) -> tuple[list[str], str]:
+    """The starts an evaluation's ``select`` arm chose between and its criterion (an
+    evaluation written before they were recorded chose between ``all`` and ``none`` by
+    accuracy)."""
+    return (list(settings.get("select_from", ("all", "none"))),
+            settings.get("select_criterion", "accuracy"))
 
 
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)

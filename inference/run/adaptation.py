@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
 STARTS = (*TRANSFERS, "select")  # what adaptation may start from
 SELECT_FROM = ("all", "none")  # the default candidates of "select", the preferred one first
+SELECT_CRITERION = "accuracy"  # the default held-out score of "select" (selection.CRITERIA)
 
 
 def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
@@ -134,7 +135,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 temperature: float | None = None, num_samples: int | None = None,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
                 transfer: str = "all", sharpness: float | None = None,
-                select_from: Sequence[str] = SELECT_FROM) -> dict[str, Any]:
+                select_from: Sequence[str] = SELECT_FROM,
+                select_criterion: str = SELECT_CRITERION) -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
 
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
@@ -144,7 +146,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     see the module docstring); ``sharpness`` is the power of its architecture prior
     (:func:`~pyro_base.inference.run.factory.sharpen_architecture`; default: the run's
     ``adapt_sharpness``); ``select_from`` are the candidates of ``transfer="select"``, the
-    preferred first.
+    preferred first, and ``select_criterion`` the held-out score it chooses by.
     """
     if transfer not in STARTS:
         raise ConfigError(f"transfer must be one of {STARTS}, got {transfer!r}")
@@ -172,10 +174,12 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
         starts = selection_starts(model, cfg, select_from)
         selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
                                  steps=[steps], temperature=tau, num_samples=samples,
-                                 seed=seed)
+                                 seed=seed, criterion=select_criterion)
         model.W.load_state_dict(starts[selection.chosen[steps]])
-        log.info("held-out accuracy after %d steps %s: starting from %r", steps,
+        log.info("held-out accuracy / log-likelihood after %d steps %s / %s: starting from "
+                 "%r", steps,
                  {n: round(a[0], 3) for n, a in selection.heldout_accuracy.items()},
+                 {n: round(a[0], 3) for n, a in selection.heldout_loglik.items()},
                  selection.chosen[steps])
     torch.manual_seed(seed)
     posts, losses = guide.adapt_path(xs, ys, n_classes=task.n_classes, temperature=tau,
