@@ -95,7 +95,9 @@ def test_files_are_written_and_intervals_contain_the_means(trained):
     matches = [r["top_op"]["meta"]["normal"] in PREFERRED["motif"] for r in data["tasks"]
                if r["family"] == "motif"]
     assert motif["match_fraction"] == pytest.approx(np.mean(matches))
+    assert motif["match_fraction_by_arm"] == {"meta": motif["match_fraction"]}
     assert data["families"]["colour"]["match_fraction"] is None
+    assert data["families"]["colour"]["match_fraction_by_arm"] == {}
     table = format_summary(result)
     assert table.count("| motif |") == len(STEPS) + 1 and "gain weights-only" in table
 
@@ -163,7 +165,8 @@ def test_workers_give_the_same_records_as_one_process(trained, tmp_path):
     process with one thread, float for float, records in the same order; only the timings
     differ."""
     path = Path(shutil.copytree(trained[0], tmp_path / "run"))
-    arms = ("meta", "untrained", "select")  # select: the choice is made in the workers too
+    # select (its default starts): the choice is made in the workers too
+    arms = ("meta", "untrained", "meta_arch_untrained_weights", "select")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -279,12 +282,16 @@ def test_cli_help_runs_without_data():
     from pyro_base.inference.run.factory import TRANSFERS
     assert script().TRANSFER_ARMS == TRANSFER_ARMS and set(TRANSFER_ARMS) == set(TRANSFERS)
     assert set(TRANSFER_ARMS.values()) == set(ARMS) - {"select"}
-    assert script().SELECT_FROM == SELECT_FROM == ADAPT_SELECT_FROM
+    assert SELECT_FROM == ADAPT_SELECT_FROM
     from pyro_base.inference.evaluate.summary import SELECT_CRITERION
     from pyro_base.inference.run.adaptation import SELECT_CRITERION as ADAPT_CRITERION
     from pyro_base.inference.run.selection import CRITERIA
-    assert script().SELECT_CRITERION == SELECT_CRITERION == ADAPT_CRITERION
+    assert SELECT_CRITERION == ADAPT_CRITERION
     assert script().CRITERIA == CRITERIA
+    for dest, default in (("select_from", list(SELECT_FROM)),
+                          ("select_criterion", SELECT_CRITERION)):
+        action = next(a for a in script().build_parser()._actions if a.dest == dest)
+        assert action.default == default
     action = next(a for a in script().build_parser()._actions if a.dest == "arms")
     assert tuple(action.choices) == ARMS
     for flag in ("RUN_DIR", "--tasks-per-family", "--steps", "--arms", "--workers", "--device",
@@ -334,7 +341,8 @@ def selected(tmp_path_factory):
     cfg = CFG.replace(n_support=20)
     path, _ = make_run(tmp_path_factory.mktemp("select") / "run", cfg, train=True)
     result = evaluate_run(path, tasks_per_family=2, steps=(0, 2), n_boot=200,
-                          arms=("meta", "untrained", "select"), support_accuracy=True)
+                          arms=("meta", "untrained", "select"), support_accuracy=True,
+                          select_from=("all", "none"), select_criterion="accuracy")
     return path, result
 
 
@@ -369,6 +377,9 @@ def test_select_arm_reads_the_chosen_arm_per_task_and_step(selected):
         assert set(family["accuracy"]) == {"meta", "untrained", "select"}
     table = format_summary(result)
     header = table.splitlines()[0]
+    for family in result.families.values():
+        if family["preferred_ops"] is not None:
+            assert set(family["match_fraction_by_arm"]) == {"meta", "select"}
     assert "| meta | untrained | uniform-arch | select |" in header
     assert "gain select-untrained" in header and "gain meta-untrained" in header
     assert table.count("| motif | 2 |") == 2  # query and support accuracy tables
@@ -392,7 +403,7 @@ def test_select_arm_choice_is_select_start_from_its_own_pair_seed(selected):
     sel = select_start(model, guide, {a: states[a] for a in ("meta", "untrained")},
                        *task.support, n_classes=task.n_classes, steps=[0, 2],
                        temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
-                       seed=pair_seed(0, 1, 1, SELECT_SLOT))
+                       seed=pair_seed(0, 1, 1, SELECT_SLOT), criterion="accuracy")
     assert json.loads(json.dumps(sel.to_dict())) == record["selection"]
 
 
@@ -401,7 +412,7 @@ def test_select_arm_takes_the_meta_prior_on_a_tie(tmp_path):
     run, _ = make_run(tmp_path / "untrained", CFG.replace(families=["colour"], n_support=20),
                       train=False)
     result = evaluate_run(run, tasks_per_family=2, steps=(0, 1), n_boot=50,
-                          arms=("meta", "untrained", "select"))
+                          arms=("meta", "untrained", "select"), select_from=("all", "none"))
     for r in result.tasks:
         acc = r["selection"]["heldout_accuracy"]
         assert acc["meta"] == acc["untrained"]
@@ -457,6 +468,62 @@ def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
     assert "reusing" not in capsys.readouterr().out
     again = load_evaluation(other)
     assert again["settings"]["select_from"] == ["all", "none"]
-    assert again["settings"]["select_criterion"] == "accuracy"
+    assert again["settings"]["select_criterion"] == "loglik"  # the default
     with pytest.raises(ValueError, match="choose between different starts"):
         pool_evaluations([load_evaluation(path), again])
+
+
+def _numbers(records: list[dict]) -> list[dict]:
+    """The records without their timings (what must not depend on how they were computed)."""
+    return [{k: v for k, v in r.items() if k != "adapt_seconds"} for r in records]
+
+
+def test_reuse_takes_the_arms_it_has_and_computes_the_rest(tmp_path, capsys):
+    """An evaluation of two arms on one task per family, reused for three arms and the
+    select arm on two tasks: the result equals evaluating everything at once, number for
+    number, the earlier file's other arm is kept, and only the missing units are computed."""
+    cfg = CFG.replace(n_support=20)
+    path, _ = make_run(tmp_path / "run", cfg, train=True)
+    arms = ("meta", "meta_arch_untrained_weights", "select")
+    sel = ("all", "architecture")
+    copy = Path(shutil.copytree(path, tmp_path / "copy"))
+    whole = evaluate_run(path, tasks_per_family=2, steps=(0, 2), n_boot=50,
+                         arms=("meta", "untrained", *arms[1:]), select_from=sel)
+    evaluate_run(copy, tasks_per_family=1, steps=(0, 1, 2), n_boot=50,
+                 arms=("meta", "untrained"))
+    assert script().cli([str(copy), "--tasks-per-family", "2", "--steps", "0", "2", "--reuse",
+                         "--arms", *arms, "--select-from", *sel, "--n-boot", "50"]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    from pyro_base.inference.evaluate.pooled import load_evaluation
+    data = load_evaluation(copy)
+    assert data["settings"]["arms"] == [*arms, "untrained"]  # the earlier arm kept
+    assert data["settings"]["reused"] == 2  # task 0 of both families
+    assert data["settings"]["start_digest"] == whole.settings["start_digest"]
+    assert _numbers(data["tasks"]) == _numbers(json.loads(json.dumps(whole.tasks)))
+
+
+def test_reuse_never_takes_another_starts_numbers(tmp_path):
+    """An earlier evaluation of another W (same step, other weights) or of another sharpness
+    is not reused: every unit is computed again."""
+    from pyro_base.checkpoint import load_checkpoint
+    from pyro_base.inference.evaluate.paired import known_records
+    path, _ = make_run(tmp_path / "run", CFG, train=True)
+    earlier = evaluate_run(path, tasks_per_family=1, steps=(0, 1), n_boot=50,
+                           arms=("meta",)).to_dict()
+    again = evaluate_run(path, tasks_per_family=1, steps=(0, 1), n_boot=50, arms=("meta",),
+                         reuse=earlier)
+    assert again.settings["reused"] == 2
+    assert _numbers(again.tasks) == _numbers(earlier["tasks"])
+    sharper = evaluate_run(path, tasks_per_family=1, steps=(0, 1), n_boot=50, arms=("meta",),
+                           reuse=earlier, sharpness=2.0)
+    assert sharper.settings["reused"] == 0
+    state = load_checkpoint(path / CHECKPOINT)
+    state["svi"]["W"]["mu"] = state["svi"]["W"]["mu"] + 0.1
+    save_checkpoint(path / CHECKPOINT, state, space=build_space(CFG))
+    moved = evaluate_run(path, tasks_per_family=1, steps=(0, 1), n_boot=50, arms=("meta",),
+                         reuse=earlier)
+    assert moved.settings["reused"] == 0
+    assert moved.settings["start_digest"] != earlier["settings"]["start_digest"]
+    assert known_records(earlier, {**earlier["settings"], "seed": 1}, [0, 1]) == {}
+    assert known_records(earlier, earlier["settings"], [0, 1, 5]) == {}  # a step it lacks
+    assert len(known_records(earlier, earlier["settings"], [1])) == 2

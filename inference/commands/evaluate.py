@@ -25,7 +25,9 @@ pooled: gains over runs x tasks with a two-level bootstrap interval (runs, then 
 ``--baseline RUN_DIR ...`` (runs of another configuration with the same seeds) adds the paired
 difference of the meta-prior's accuracy, candidate minus baseline, per seed and task.
 ``--reuse`` reads a run's existing ``evaluation/evaluation.json`` instead of evaluating again
-when it used the same seed and covers the arms, step counts and tasks asked for. ``--out DIR``
+when it used the same seed and covers the arms, step counts and tasks asked for; when it
+covers only some of them, the arms and tasks it has are taken from it (where its settings and
+the run's ``W`` are the same) and only the rest is computed. ``--out DIR``
 writes ``pooled.json`` (and ``comparison.json``). See
 :mod:`pyro_base.inference.evaluate.pooled`.
 """
@@ -40,15 +42,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyro_base import defaults
+
 # pyro_base.inference.evaluate.paired.ARMS and DEFAULT_ARMS
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights",
         "select")
 DEFAULT_ARMS = ARMS[:3]
-# pyro_base.inference.evaluate.summary.TRANSFER_ARMS and SELECT_FROM
+# pyro_base.inference.evaluate.summary.TRANSFER_ARMS, selection.CRITERIA
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": "meta_arch_untrained_weights"}
-SELECT_FROM = ("all", "none")
-SELECT_CRITERION, CRITERIA = "accuracy", ("accuracy", "loglik")  # and selection.CRITERIA
+CRITERIA = ("accuracy", "loglik")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "difference of the meta-prior's accuracy, RUN_DIRs minus these")
     p.add_argument("--reuse", action="store_true",
                    help="read a run's existing evaluation.json when it covers the tasks, arms "
-                        "and step counts asked for with the same --seed")
+                        "and step counts asked for with the same --seed; when it covers only "
+                        "some, take the arms (and tasks) it has from it, compute the rest and "
+                        "keep its other arms in the file")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write pooled.json (several runs) and comparison.json (--baseline)")
     p.add_argument("--tasks-per-family", type=int, default=20,
@@ -78,11 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(with the arms of --select-from): per task, the start that scores "
                         "higher on a held-out quarter of its support set")
     p.add_argument("--select-from", nargs="+", choices=tuple(TRANSFER_ARMS),
-                   default=list(SELECT_FROM), metavar="START",
+                   default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts the 'select' arm chooses between, as adapt --transfer "
                         "select --select-from: all (arm meta), none (untrained), architecture "
                         "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch)")
-    p.add_argument("--select-criterion", choices=CRITERIA, default=SELECT_CRITERION,
+    p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score the 'select' arm maximises (accuracy, or loglik: "
                         "the mean log predictive density)")
     p.add_argument("--workers", type=int, default=1,
@@ -134,15 +139,20 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
     from pyro_base.inference.evaluate.pooled import load_evaluation, restrict
 
     existing = Path(run_dir) / "evaluation" / "evaluation.json"
-    if not (args.reuse and existing.is_file() and _covers(json.loads(existing.read_text()),
-                                                           args, _sharpness(run_dir, args))):
+    earlier = json.loads(existing.read_text()) if args.reuse and existing.is_file() else None
+    if not (earlier and _covers(earlier, args, _sharpness(run_dir, args))):
+        arms = list(args.arms)
+        if earlier and earlier.get("settings", {}).get("seed") == args.seed:
+            # the earlier arms stay in the file: taken from it where they can be
+            arms += [a for a in earlier["settings"].get("arms", []) if a not in arms
+                     and a != "select"]
         result = evaluate_run(run_dir, tasks_per_family=args.tasks_per_family,
-                              steps=args.steps, arms=args.arms, device=args.device,
+                              steps=args.steps, arms=arms, device=args.device,
                               seed=args.seed, n_boot=args.n_boot, progress=args.progress,
                               workers=args.workers, support_accuracy=args.support_accuracy,
                               sharpness=args.adapt_sharpness,
                               select_from=args.select_from,
-                              select_criterion=args.select_criterion)
+                              select_criterion=args.select_criterion, reuse=earlier)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -61,6 +61,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -190,9 +191,12 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
                    cfg: Any, support_accuracy: bool = False,
                    select: Sequence[str] | None = None,
-                   select_criterion: str = SELECT_CRITERION) -> dict[str, Any]:
+                   select_criterion: str = SELECT_CRITERION,
+                   known: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
-    ``select``, arm names, the choice between them per step count)."""
+    ``select``, arm names, the choice between them per step count). The arms (and the choice)
+    of ``known``, an earlier record of this task at these steps, are taken from it."""
+    known = known or {}
     task = task.to(model.W.mu.device)
     (xs, ys), (xq, yq) = task.support, task.query
     record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
@@ -201,6 +205,12 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
     if support_accuracy:
         record["support_accuracy"] = {}
     for arm, state in states.items():
+        if arm in known.get("accuracy", {}) and (
+                not support_accuracy or arm in known.get("support_accuracy", {})):
+            for key in ("accuracy", "top_op", "adapt_seconds") + (
+                    ("support_accuracy",) if support_accuracy else ()):
+                record[key][arm] = known[key][arm]
+            continue
         model.W.load_state_dict(state)
         torch.manual_seed(pair_seed(seed, fi, ti, 0))
         start = time.perf_counter()
@@ -222,7 +232,16 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         if support_accuracy:
             record["support_accuracy"][arm] = fit
         record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
-    if select:
+    sel_known = known.get("selection")
+    if select and sel_known is not None and sel_known["candidates"] == list(select) and \
+            sel_known.get("criterion", "accuracy") == select_criterion:
+        record["adapt_seconds"][SELECT] = known["adapt_seconds"][SELECT]
+        record["selection"] = sel_known
+        chosen = {int(k): v for k, v in sel_known["chosen"].items()}
+        for key in ["accuracy"] + (["support_accuracy"] if support_accuracy else []):
+            record[key][SELECT] = [record[key][chosen[k]][j] for j, k in enumerate(steps)]
+        record["top_op"][SELECT] = record["top_op"][chosen[max(steps)]]
+    elif select:
         start = time.perf_counter()
         sel = select_start(model, guide, {a: states[a] for a in select}, xs, ys,
                            n_classes=task.n_classes, steps=steps,
@@ -288,14 +307,49 @@ def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int
     return _setup(Path(run_path), **setup_kwargs), steps, seed, support_accuracy
 
 
-def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int,
-                 ti: int) -> dict[str, Any]:
+def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int, ti: int,
+                 known: dict[str, Any] | None = None) -> dict[str, Any]:
     """Unit ``(fi, ti)`` in a worker process, on its :func:`_worker_context`."""
     s, steps, seed, support_accuracy = context
     task = list(s.by_family.values())[fi][ti]
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
                           cfg=s.cfg, support_accuracy=support_accuracy, select=s.select,
-                          select_criterion=s.select_criterion)
+                          select_criterion=s.select_criterion, known=known)
+
+
+# what an earlier evaluation must share with this one for its arms to be taken as they are
+REUSE_KEYS = ("seed", "elbo_impl", "adapt_temperature", "adapt_sharpness", "num_samples",
+              "task_source", "checkpoint_step", "start_digest")
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A SHA-256 of the meta arm's start (names and float64 values), recorded in the settings:
+    an evaluation of another ``W`` (a resumed or refit run) is never reused for this one."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def known_records(earlier: dict[str, Any], settings: dict[str, Any], steps: Sequence[int],
+                  ) -> dict[tuple[str, int], dict[str, Any]]:
+    """The records of ``earlier`` (an evaluation of the same run) by (family, task index),
+    restricted to ``steps``, if its settings agree with ``settings`` on :data:`REUSE_KEYS`
+    (``start_digest`` is not compared where ``earlier`` predates it; a missing
+    ``adapt_sharpness`` reads as 1) and it has every one of ``steps``; else none."""
+    have = earlier.get("settings", {})
+
+    def same(key: str) -> bool:
+        if key == "start_digest" and key not in have:
+            return True
+        return have.get(key, 1.0 if key == "adapt_sharpness" else None) == settings.get(key)
+
+    if not all(same(k) for k in REUSE_KEYS) or not set(steps) <= set(have.get("steps", [])):
+        return {}
+    from pyro_base.inference.evaluate.pooled import restrict
+    return {(t["family"], t["task_index"]): t
+            for t in restrict(earlier, steps=list(steps))["tasks"]}
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
@@ -306,7 +360,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  workers: int = 1, support_accuracy: bool = False,
                  sharpness: float | None = None,
                  select_from: Sequence[str] = SELECT_FROM,
-                 select_criterion: str = SELECT_CRITERION) -> EvaluationResult:
+                 select_criterion: str = SELECT_CRITERION,
+                 reuse: dict[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
 
@@ -326,6 +381,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``), and
         ``select_criterion`` the held-out score it maximises (``"accuracy"`` or
         ``"loglik"``). Both recorded in the settings.
+    :param reuse: an earlier evaluation of this run (``evaluation.json`` as read): the arms
+        (and the choice of ``select``) its records hold are taken from it where its settings
+        allow (:func:`known_records`), the others computed; each arm's numbers depend only on
+        its own seeds, so the result equals an evaluation of all the arms at once.
     :raises ValueError: a bad argument (named), or a run directory without a config or
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
@@ -339,7 +398,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
                elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from,
                select_criterion=select_criterion)
-    units = [(fi, ti) for fi, ts in enumerate(s.by_family.values()) for ti in range(len(ts))]
+    digest = state_digest(s.model.W.state_dict())  # the meta arm's start
+    known = known_records(reuse, {"seed": seed, "elbo_impl": s.elbo_impl,
+                                  "adapt_temperature": s.cfg.adapt_temperature,
+                                  "adapt_sharpness": s.cfg.adapt_sharpness,
+                                  "num_samples": s.cfg.num_samples,
+                                  "task_source": s.cfg.task_source,
+                                  "checkpoint_step": int(s.state["svi"]["step"]),
+                                  "start_digest": digest}, steps) if reuse else {}
+    units = [(fi, ti, known.get((family, ti))) for fi, (family, ts)
+             in enumerate(s.by_family.items()) for ti in range(len(ts))]
     workers = min(int(workers), len(units))
     log.info("evaluating %s: %d families x %d tasks x %d arms, %d steps, elbo_impl %s, "
              "%d workers", run.path, len(s.by_family), tasks_per_family, len(arms), steps[-1],
@@ -357,8 +425,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
                                   steps=steps, seed=seed, cfg=s.cfg,
                                   support_accuracy=support_accuracy, select=s.select,
-                                  select_criterion=s.select_criterion)
-                   for fi, ti in tqdm(units, disable=not progress, desc="evaluate")]
+                                  select_criterion=s.select_criterion, known=k)
+                   for fi, ti, k in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
                 "tasks_per_family": tasks_per_family, "steps": steps, "arms": arms,
@@ -367,7 +435,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "adapt_sharpness": s.cfg.adapt_sharpness,
                 "num_samples": s.cfg.num_samples, "task_source": s.cfg.task_source,
                 "families": list(s.by_family), "workers": workers,
-                "support_accuracy": support_accuracy,
+                "support_accuracy": support_accuracy, "start_digest": digest,
+                "reused": sum(k is not None for _, _, k in units),
                 **({"select_from": select_from, "select_criterion": select_criterion}
                    if SELECT in arms else {})}
     result = EvaluationResult(settings=settings, families=families, tasks=records,

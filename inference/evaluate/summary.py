@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from pyro_base import defaults
+
 ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on request
 SELECT = "select"  # per task, one of SELECT_FROM's arms, chosen on held-out support data
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY, SELECT)
@@ -25,8 +27,8 @@ DEFAULT_ARMS = ARMS[:3]
 # the arm that adapts from each start of pyro_base.inference.run.factory.TRANSFERS
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": ARCH_ONLY}
-SELECT_FROM = ("all", "none")  # the default candidates of SELECT (as adapt --transfer select)
-SELECT_CRITERION = "accuracy"  # the default held-out score of SELECT
+SELECT_FROM = defaults.SELECT_FROM  # the default candidates of SELECT, as adapt's
+SELECT_CRITERION = defaults.SELECT_CRITERION  # the default held-out score of SELECT
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"),
          (SELECT, "untrained"), (SELECT, "meta"))
@@ -92,6 +94,10 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
         rows = [r for r in records if r["family"] == family]
         acc = {a: np.array([r["accuracy"][a] for r in rows]) for a in arms}
         matches = [r["matches_preference"] for r in rows if r["matches_preference"] is not None]
+        preferred = PREFERRED.get(family)
+        match_by_arm = {a: float(np.mean([r["top_op"][a].get("normal") in preferred
+                                          for r in rows]))
+                        for a in ("meta", SELECT) if a in arms and preferred is not None}
         out[family] = {
             "n_tasks": len(rows), "steps": list(steps),
             "accuracy": {a: stats(acc[a], fi) for a in arms},
@@ -101,7 +107,8 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
             **({"support_accuracy": {a: stats(np.array([r["support_accuracy"][a] for r in rows]),
                                               fi) for a in arms}}
                if all("support_accuracy" in r for r in rows) else {}),
-            "match_fraction": float(np.mean(matches)) if matches else None}
+            "match_fraction": float(np.mean(matches)) if matches else None,
+            "match_fraction_by_arm": match_by_arm}
     return out
 
 
@@ -141,9 +148,15 @@ def format_summary(result: EvaluationResult) -> str:
             for j, k in enumerate(result.families[family]["steps"]):
                 lines.append(f"| {family} | {k} | "
                              + " | ".join(cell(f[a], j) for a in arms) + " |")
-    lines += ["", "| family | designed ops | meta normal-cell top op matches |", "|---|---|---:|"]
+    with_select = any(SELECT in s.get("match_fraction_by_arm", {})
+                      for s in result.families.values())
+    lines += ["", "| family | designed ops | meta normal-cell top op matches |"
+              + (" select's |" if with_select else ""),
+              "|---|---|---:|" + ("---:|" if with_select else "")]
     for family, s in result.families.items():
         frac = s["match_fraction"]
+        sel = s.get("match_fraction_by_arm", {}).get(SELECT)
         lines.append(f"| {family} | {', '.join(s['preferred_ops'] or ['-'])} | "
-                     f"{'-' if frac is None else f'{frac:.2f}'} |")
+                     f"{'-' if frac is None else f'{frac:.2f}'} |"
+                     + (f" {'-' if sel is None else f'{sel:.2f}'} |" if with_select else ""))
     return "\n".join(lines)
