@@ -42,9 +42,9 @@ ARCH_UPDATE = "mixture"
 WEIGHT_SCALE = 1.0
 WEIGHT_UPDATE = "reptile"
 # after meta-training: the architecture prior refit once to the mean op probabilities of
-# ARCH_REFIT_TASKS training tasks adapted for ARCH_REFIT_STEPS inner steps each (0 tasks: none;
-# measured with 20 tasks: relation +0.05 at every step count, not significant, so off)
-ARCH_REFIT_TASKS = 0
+# ARCH_REFIT_TASKS training tasks adapted for ARCH_REFIT_STEPS inner steps each (0 tasks: none);
+# with W_0's weights the refit logits are the start that keeps relation from losing (below)
+ARCH_REFIT_TASKS = 20
 ARCH_REFIT_STEPS = 40
 TAU_START = 1.0
 TAU_END = 0.5
@@ -53,4 +53,10 @@ TAU_END = 0.5
 ADAPT_STEPS = 20
 ADAPT_TEMPERATURE = 0.5
 ADAPT_SHARPNESS = 4.0  # the architecture prior's power p(z)^g at adaptation
+# where a new task starts: "select" chooses per task, by SELECT_CRITERION on a held-out quarter
+# of its support set, between the starts SELECT_FROM (the whole meta-prior, and its
+# architecture prior with the run's initial weights W_0), the first kept on a tie
+ADAPT_TRANSFER = "select"
+SELECT_FROM = ("all", "architecture")
+SELECT_CRITERION = "loglik"
 NUM_SAMPLES = 4

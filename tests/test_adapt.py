@@ -46,7 +46,7 @@ def prior(tmp_path_factory):
 def test_adapt_writes_the_adaptation_directory(prior, tmp_path, capsys):
     out = tmp_path / "adapt"
     assert cli(["--prior", str(prior), "--out", str(out), "--steps", "3", "--curve-steps", "0",
-                "2", *TASK]) == 0
+                "2", "--transfer", "all", *TASK]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 3 and summary["cost"]["forward_backward"] == 3
     assert summary["cost"]["images"] == 3 * 8  # inner_batch 8 of the 24 support images
@@ -65,7 +65,8 @@ def test_adapt_writes_the_adaptation_directory(prior, tmp_path, capsys):
 
 def test_zero_steps_gives_the_priors_own_cell(prior, tmp_path):
     out = tmp_path / "prior_only"
-    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", *TASK]) == 0
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", "--transfer", "all",
+                *TASK]) == 0
     model, guide, _, _ = load_trained(prior)
     assert Genotype.load(out / "genotype.json") == guide.prior_posterior().genotype(model.space)
     record = json.loads((out / "adapt.json").read_text())
@@ -234,7 +235,8 @@ def test_none_transfer_is_the_runs_w0_and_select_chooses_between_it_and_the_meta
     for name, value in none.W.state_dict().items():
         assert torch.equal(value, W0[name]), name
     starts = selection_starts(meta, cfg)
-    assert tuple(starts) == SELECT_FROM == ("all", "none")
+    assert tuple(starts) == SELECT_FROM == ("all", "architecture")
+    starts = selection_starts(meta, cfg, ("all", "none"))
     for name, value in meta.W.state_dict().items():
         assert torch.equal(starts["all"][name], value), name
         assert torch.equal(starts["none"][name], W0[name]), name
@@ -251,7 +253,8 @@ def test_select_transfer_records_the_choice_and_adapts_from_the_chosen_start(pri
     steps = 2
     args = ["--prior", str(prior), "--steps", str(steps), "--curve-steps", "0", "1",
             "--seed", str(seed), *TASK, "--n-support", "40"]  # 4 of each of 10 classes
-    assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select"]) == 0
+    assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select", "--select-from",
+                "all", "none", "--select-criterion", "accuracy"]) == 0
     record = json.loads((tmp_path / "sel" / "adapt.json").read_text())
     sel = record["selection"]
     assert record["transfer"] == "select" and record["start"] in ("all", "none")
@@ -289,12 +292,12 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     from pyro_base.inference.commands import adapt as command
     from pyro_base.inference.run.adaptation import SELECT_FROM, selection_starts
     action = next(a for a in command.build_parser()._actions if a.dest == "select_from")
-    assert tuple(action.default) == SELECT_FROM == command.SELECT_FROM
+    assert tuple(action.default) == SELECT_FROM == defaults.SELECT_FROM
     assert tuple(action.choices) == command.STARTS[:-1]
     from pyro_base.inference.run.adaptation import SELECT_CRITERION
     from pyro_base.inference.run.selection import CRITERIA
     action = next(a for a in command.build_parser()._actions if a.dest == "select_criterion")
-    assert action.default == SELECT_CRITERION == command.SELECT_CRITERION
+    assert action.default == SELECT_CRITERION == defaults.SELECT_CRITERION
     assert tuple(action.choices) == CRITERIA == command.CRITERIA
     meta, _, cfg, _ = load_trained(prior)
     arch, _, _, _ = load_trained(prior, transfer="architecture")
@@ -328,6 +331,18 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     assert "--select-from: invalid choice" in capsys.readouterr().err
 
 
+def test_select_with_one_image_per_class_starts_from_the_first_candidate(prior, tmp_path):
+    """A one-shot support set leaves nothing to hold out: the default select starts from its
+    first candidate (the whole meta-prior) at the cost of one adaptation."""
+    out = tmp_path / "one_shot"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *TASK,
+                "--n-support", "10"]) == 0  # 10 classes, one image each
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["support"] == 10 and record["transfer"] == "select"
+    assert record["start"] == "all" and "selection" not in record
+    assert record["cost"]["forward_backward"] == 1
+
+
 def test_select_transfer_at_zero_steps_costs_only_the_held_out_draws(prior, tmp_path):
     out = tmp_path / "sel0"
     assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0", "--transfer",
@@ -341,19 +356,20 @@ def test_fewshot_select_counts_the_starts_chosen(prior, tmp_path, capsys):
     out = tmp_path / "fs_sel"
     fs = ["--episodes", "3", "--n-way", "3", "--query-per-class", "2", "--steps", "1"]
     assert cli(["--prior", str(prior), "--out", str(out), *fs, "--k-shot", "4",
-                "--transfer", "select", *TASK]) == 0
+                "--transfer", "select", "--select-from", "all", "none", *TASK]) == 0
     report = json.loads((out / "fewshot.json").read_text())
     assert report["transfer"] == "select" and len(report["accuracies"]) == 3
     assert set(report["chosen"]) == {"all", "none"} and sum(report["chosen"].values()) == 3
-    # without select there is no count; a 1-shot episode leaves nothing to hold out
+    assert report["select_from"] == ["all", "none"] and report["select_criterion"] == "loglik"
+    # with --transfer all there is no count; a 1-shot episode leaves nothing to hold out, so
+    # the default select takes its first start, the whole meta-prior, every time
     assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs"), *fs, "--k-shot", "4",
-                *TASK]) == 0
+                "--transfer", "all", *TASK]) == 0
     assert "chosen" not in json.loads((tmp_path / "fs" / "fewshot.json").read_text())
-    capsys.readouterr()
     assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs2"), *fs, "--k-shot", "1",
-                "--transfer", "select", *TASK]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "leaves no image held out" in err[0]
+                *TASK]) == 0
+    one_shot = json.loads((tmp_path / "fs2" / "fewshot.json").read_text())
+    assert one_shot["transfer"] == "select" and one_shot["chosen"] == {"all": 3, "architecture": 0}
 
 
 def test_fewshot_score_with_starts_adapts_each_episode_from_the_chosen_one(prior):

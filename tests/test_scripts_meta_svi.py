@@ -34,9 +34,12 @@ def test_one_step_smoke_run_writes_the_run_directory(tmp_path):
     run = tmp_path / "run"
     r = _run("--preset", "tiny", "--steps", "1", "--tasks-per-step", "2", "--inner-steps", "1",
              "--n-support", "20", "--n-query", "20", "--n-heldout", "2", "--adapt-steps", "1",
-             "--num-samples", "2", "--no-progress", "--run-dir", str(run))
+             "--num-samples", "2", "--arch-refit-tasks", "2", "--arch-refit-steps", "1",
+             "--arch-refit-workers", "1", "--no-progress", "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "meta-prior genotype" in r.stdout and "procedural/motif/test/0" in r.stdout
+    assert "architecture prior refit" in r.stdout
+    assert json.loads((run / "arch_refit.json").read_text())["n_good"] == 2
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["steps"] == 1 and cfg["preset"] == "tiny"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -55,7 +58,7 @@ def test_resume_refuses_changed_settings_and_extends_steps(tmp_path):
     run = tmp_path / "run"
     base = ("--preset", "tiny", "--tasks-per-step", "2", "--inner-steps", "1", "--n-support",
             "20", "--n-query", "20", "--n-heldout", "1", "--adapt-steps", "1", "--num-samples",
-            "2", "--posterior-draws", "2", "--no-progress")
+            "2", "--posterior-draws", "2", "--arch-refit-tasks", "0", "--no-progress")
     assert _run(*base, "--steps", "1", "--run-dir", str(run)).returncode == 0
     r = _run("--resume", str(run), "--inner-lr", "0.5")
     assert r.returncode == 2
@@ -76,7 +79,8 @@ def test_batched_graph_inner_loop_smoke_run(tmp_path):
     r = _run("--preset", "tiny", "--steps", "2", "--tasks-per-step", "3", "--inner-steps", "2",
              "--n-support", "16", "--n-query", "16", "--inner-batch", "8", "--n-heldout", "1",
              "--adapt-steps", "1", "--num-samples", "2", "--posterior-draws", "4",
-             "--elbo-impl", "graph", "--batch-tasks", "--no-progress", "--run-dir", str(run))
+             "--elbo-impl", "graph", "--batch-tasks", "--arch-refit-tasks", "0", "--no-progress",
+             "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-2000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "event" not in r]

@@ -30,10 +30,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# pyro_base.inference.run.adaptation.STARTS and SELECT_FROM (help must not import torch)
+from pyro_base import defaults
+
+# pyro_base.inference.run.adaptation.STARTS, selection.CRITERIA (help must not import torch)
 STARTS = ("all", "architecture", "weights", "none", "select")
-SELECT_FROM = ("all", "none")
-SELECT_CRITERION, CRITERIA = "accuracy", ("accuracy", "loglik")  # and selection.CRITERIA
+CRITERIA = ("accuracy", "loglik")
 
 def build_parser() -> argparse.ArgumentParser:
     from pyro_base.cli import add_common_arguments, add_task_arguments
@@ -56,19 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predictive draws for the query accuracy (default: the run's)")
     p.add_argument("--draws", type=int, default=None,
                    help="posterior draws in posterior.nc (default: the run's posterior_draws)")
-    p.add_argument("--transfer", choices=STARTS, default="all",
+    p.add_argument("--transfer", choices=STARTS, default=defaults.ADAPT_TRANSFER,
                    help="what the task starts from: the whole meta-prior (all), its "
                         "architecture logits with the run's initial weights W_0 "
                         "(architecture), its weights with uniform logits (weights), W_0 "
                         "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
                         "about 3x the cost with two candidates)")
-    p.add_argument("--select-from", nargs="+", choices=STARTS[:-1], default=list(SELECT_FROM),
-                   metavar="START",
+    p.add_argument("--select-from", nargs="+", choices=STARTS[:-1],
+                   default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts --transfer select chooses between, the preferred first "
                         "(it keeps a tie): two or more of all, architecture, weights, none "
-                        f"(default: {' '.join(SELECT_FROM)})")
-    p.add_argument("--select-criterion", choices=CRITERIA, default=SELECT_CRITERION,
+                        f"(default: {' '.join(defaults.SELECT_FROM)})")
+    p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score --transfer select maximises: accuracy, or loglik, "
                         "the mean log predictive density of the held-out labels")
     p.add_argument("--adapt-sharpness", type=float, default=None, metavar="G",

@@ -5,7 +5,7 @@ to one held-out task per family, and prints, per task, the adapted genotype and 
 accuracy after adaptation from the meta-prior vs. the same number of steps from the untrained
 start. Everything is written to a run directory (see README, "The run directory").
 
-    python scripts/meta_svi.py                                   # defaults, ~5 min on 2 cores
+    python scripts/meta_svi.py                                   # defaults, 5-6 min on 2 cores
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
     python scripts/meta_svi.py --resume runs/meta_svi-20261130-0100  # continue a run
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
@@ -122,8 +122,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "
               f"powered evaluation), query accuracy after {cfg.adapt_steps} adaptation steps "
-              "(meta = from the meta-prior, 0-shot = the supernet at W unadapted, untrn = from "
-              "the untrained start):")
+              "(meta = from the whole meta-prior, as adapt --transfer all, 0-shot = the supernet "
+              "at W unadapted, untrn = from the untrained start):")
         print(format_table(rows))
         print(f"\nrun directory: {run.path}")
     return 0

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_base.cli import EPISODE_SOURCES
-from pyro_base.inference.run.selection import select_start
+from pyro_base.inference.run.selection import can_hold_out, select_start
 from pyro_base.inference.vi.adapt import adapt
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
 from pyro_base.models.base_model import BASEModel
@@ -73,8 +73,9 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
 
     ``starts`` (name -> state dict of ``model.W``, the preferred first): each episode first
     chooses among them by its held-out ``select_criterion`` on a quarter of its support set
-    after ``steps`` steps (:func:`~pyro_base.inference.run.selection.select_start`); the
-    report counts the choices (``chosen``).
+    after ``steps`` steps (:func:`~pyro_base.inference.run.selection.select_start`; a one-shot
+    support set, with nothing to hold out, takes the first); the report counts the choices
+    (``chosen``).
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for an interval, got {episodes}")
@@ -85,11 +86,14 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
         task = source.sample(split, np.random.default_rng([seed, i]))
         episode_seed = int(np.random.default_rng([seed, i, 1]).integers(2**62))
         if starts is not None:
-            sel = select_start(model, guide, starts, *task.support, n_classes=task.n_classes,
-                               steps=[steps], temperature=temperature,
-                               num_samples=num_samples, seed=episode_seed,
-                               criterion=select_criterion)
-            chosen.append(sel.chosen[steps])
+            first = next(iter(starts))  # one image per class: nothing to hold out
+            if can_hold_out(task.support[1], n_classes=task.n_classes):
+                first = select_start(model, guide, starts, *task.support,
+                                     n_classes=task.n_classes, steps=[steps],
+                                     temperature=temperature, num_samples=num_samples,
+                                     seed=episode_seed, criterion=select_criterion
+                                     ).chosen[steps]
+            chosen.append(first)
             model.W.load_state_dict(dict(starts[chosen[-1]]))
         torch.manual_seed(episode_seed)
         accuracies.append(adapt(model, guide, task, steps=steps, temperature=temperature,

@@ -47,12 +47,13 @@ from typing import Any
 
 import torch
 
+from pyro_base import defaults
 from pyro_base.config import ConfigError
 from pyro_base.inference.report.plots import plot_adaptation_curves
 from pyro_base.inference.run.factory import TRANSFERS, build_model, load_trained, transfer_state
 from pyro_base.inference.run.heldout import write_posterior
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
-from pyro_base.inference.run.selection import select_start
+from pyro_base.inference.run.selection import can_hold_out, select_start
 from pyro_base.inference.search.config import SearchCost
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.search_space import SearchSpace
@@ -63,8 +64,8 @@ log = logging.getLogger(__name__)
 
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
 STARTS = (*TRANSFERS, "select")  # what adaptation may start from
-SELECT_FROM = ("all", "none")  # the default candidates of "select", the preferred one first
-SELECT_CRITERION = "accuracy"  # the default held-out score of "select" (selection.CRITERIA)
+SELECT_FROM = defaults.SELECT_FROM  # the default candidates of "select", the preferred first
+SELECT_CRITERION = defaults.SELECT_CRITERION  # its default held-out score (selection.CRITERIA)
 
 
 def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
@@ -134,7 +135,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 steps: int | None = None, curve_steps: tuple[int, ...] | None = None,
                 temperature: float | None = None, num_samples: int | None = None,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
-                transfer: str = "all", sharpness: float | None = None,
+                transfer: str = defaults.ADAPT_TRANSFER, sharpness: float | None = None,
                 select_from: Sequence[str] = SELECT_FROM,
                 select_criterion: str = SELECT_CRITERION) -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
@@ -169,18 +170,24 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     task = task.to(dev)
     (xs, ys), xq = task.support, task.query[0]
     start = time.perf_counter()
-    selection = None
+    selection, start_name = None, transfer
     if transfer == "select":
         starts = selection_starts(model, cfg, select_from)
-        selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
-                                 steps=[steps], temperature=tau, num_samples=samples,
-                                 seed=seed, criterion=select_criterion)
-        model.W.load_state_dict(starts[selection.chosen[steps]])
-        log.info("held-out accuracy / log-likelihood after %d steps %s / %s: starting from "
-                 "%r", steps,
-                 {n: round(a[0], 3) for n, a in selection.heldout_accuracy.items()},
-                 {n: round(a[0], 3) for n, a in selection.heldout_loglik.items()},
-                 selection.chosen[steps])
+        start_name = select_from[0]
+        if can_hold_out(ys, n_classes=task.n_classes):
+            selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                                     steps=[steps], temperature=tau, num_samples=samples,
+                                     seed=seed, criterion=select_criterion)
+            start_name = selection.chosen[steps]
+            log.info("held-out accuracy / log-likelihood after %d steps %s / %s: starting "
+                     "from %r", steps,
+                     {n: round(a[0], 3) for n, a in selection.heldout_accuracy.items()},
+                     {n: round(a[0], 3) for n, a in selection.heldout_loglik.items()},
+                     start_name)
+        else:
+            log.warning("%s: one support image per class leaves none to hold out; transfer "
+                        "'select' starts from %r", task.name, start_name)
+        model.W.load_state_dict(starts[start_name])
     torch.manual_seed(seed)
     posts, losses = guide.adapt_path(xs, ys, n_classes=task.n_classes, temperature=tau,
                                      steps=curve)
@@ -210,7 +217,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
               "n_classes": task.n_classes, "support": len(xs), "query": len(xq),
               "steps": steps, "temperature": tau, "sharpness": cfg.adapt_sharpness,
               "seed": seed, "transfer": transfer,
-              "start": transfer if selection is None else selection.chosen[steps],
+              "start": start_name,
               **({} if selection is None else {"selection": selection.to_dict()}),
               "query_accuracy": accuracy[steps], "prior_accuracy": accuracy.get(0),
               "genotype": genotype.to_dict(),

@@ -67,6 +67,12 @@ def holdout_mask(y: torch.Tensor, *, n_classes: int, fraction: float = HOLDOUT_F
     return torch.as_tensor(mask, device=y.device)
 
 
+def can_hold_out(y: torch.Tensor, *, n_classes: int) -> bool:
+    """Whether a support set with labels ``y`` leaves an image to hold out (some class has
+    two): a one-shot support set does not, and a choice of start falls back on the first."""
+    return bool((torch.bincount(y.detach().cpu(), minlength=n_classes) >= 2).any())
+
+
 @dataclass(frozen=True)
 class Selection:
     """The held-out scores of each candidate start and the choice per step count."""
