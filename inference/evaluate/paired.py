@@ -18,9 +18,10 @@ count in ``steps`` (``0``: no adaptation). The arms:
   the one of the starts ``select_from`` (names of
   :data:`~pyro_base.inference.run.factory.TRANSFERS`, each evaluated by its arm of
   :data:`TRANSFER_ARMS`: ``all`` by ``meta``, ``none`` by ``untrained``, ``architecture`` by
-  ``meta_arch_untrained_weights``; default ``all`` and ``none``) that scores higher on a
-  held-out quarter of the task's own support set after that many steps, each adapted on the
-  other three quarters (:func:`~pyro_base.inference.run.selection.select_start`, as
+  ``meta_arch_untrained_weights``; default ``all`` and ``architecture``, as ``adapt``'s)
+  that scores higher on a held-out quarter of the task's own support set after that many
+  steps, each adapted on the other three quarters
+  (:func:`~pyro_base.inference.run.selection.select_start`, as
   ``pyro-base adapt --transfer select --select-from ...`` does), with the chosen arm's
   accuracy on the query set. It costs one more adaptation on 3/4 of the support set per
   candidate and task; the choice maximises ``select_criterion`` (held-out ``accuracy`` or

@@ -14,25 +14,26 @@ The cost is counted as :mod:`pyro_base.inference.search` counts a search from sc
 seconds, supernet forward-backward passes, images), so the two compare directly. ``steps=0``
 gives the poster's "multi-task prior": the genotype of ``W``'s own architecture logits.
 
-``transfer="architecture"`` adapts from the meta-trained architecture logits (the refit ones
-where the run refit them) with the weights the run started from (``W_0``, rebuilt from its
-config and seed) instead of the whole meta-prior
-(:func:`~pyro_base.inference.run.factory.transfer_state`). On the embedded task families the
-meta-trained weights memorise the support set of one family (``relation``) and lose to the
-untrained start there after 40 steps or more; the architecture prior alone loses about a third
-as much there, and gains about half as much at short budgets elsewhere. The README's "Does
-meta-training learn?" gives the numbers. ``transfer="none"`` starts from ``W_0`` itself.
-``transfer="select"`` lets the task choose between the whole meta-prior and ``W_0`` by held-out
-accuracy on a quarter of its support set at the step budget
-(:mod:`~pyro_base.inference.run.selection`; about three times the cost of one adaptation);
-``adapt.json`` then records the held-out scores and the start chosen.
+``transfer`` says where the task starts. ``"all"``: the whole meta-prior.
+``"architecture"``: the meta-trained architecture logits (the refit ones where the run refit
+them) with the weights the run started from (``W_0``, rebuilt from its config and seed)
+(:func:`~pyro_base.inference.run.factory.transfer_state`). ``"none"``: ``W_0`` itself.
+``"select"`` (the default): the task chooses among the starts ``select_from`` (default
+``all`` and ``architecture``) by ``select_criterion`` (default the held-out log-likelihood) on
+a quarter of its support set at the step budget (:mod:`~pyro_base.inference.run.selection`;
+about three times the cost of one adaptation; a one-shot support set takes the first start);
+``adapt.json`` then records the held-out scores and the start chosen. On the embedded task
+families the meta-trained weights memorise the support set of one family (``relation``) and
+lose to the untrained start there after 40 steps or more, while the refit architecture logits
+with ``W_0``'s weights gain; the choice lets each task take the start that serves it. The
+README's "Does meta-training learn?" gives the numbers.
 
 Usage::
 
     record = adapt_prior("runs/meta_svi-...", task, steps=20, out="runs/adapt-motif")
-    record["query_accuracy"], record["cost"]
+    record["query_accuracy"], record["cost"], record["start"]   # the start it chose
     adapt_prior("runs/meta_svi-...", task, out="runs/adapt-arch", transfer="architecture")
-    adapt_prior("runs/meta_svi-...", task, out="runs/adapt-sel", transfer="select")["start"]
+    adapt_prior("runs/meta_svi-...", task, out="runs/adapt-all", transfer="all")
 """
 
 from __future__ import annotations
