@@ -120,6 +120,8 @@ def _sharpness(run_dir: str, args: argparse.Namespace) -> float:
 def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1.0) -> bool:
     """Whether an existing evaluation holds what ``args`` asks for (an evaluation written
     before the sharpness was recorded adapted from the prior itself: power 1)."""
+    from pyro_base.inference.evaluate.summary import select_rule
+
     s = data.get("settings", {})
     counts = [sum(t["family"] == f for t in data.get("tasks", [])) for f in s.get("families", [])]
     return (s.get("seed") == args.seed and set(args.arms) <= set(s.get("arms", []))
@@ -128,8 +130,7 @@ def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1
             and (not args.support_accuracy or bool(s.get("support_accuracy")))
             and s.get("adapt_sharpness", 1.0) == sharpness
             and ("select" not in args.arms
-                 or (list(s.get("select_from", ("all", "none"))) == list(args.select_from)
-                     and s.get("select_criterion", "accuracy") == args.select_criterion)))
+                 or select_rule(s) == (tuple(args.select_from), args.select_criterion)))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:

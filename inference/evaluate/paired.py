@@ -75,6 +75,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyro_base.inference.evaluate.pooled import restrict
 from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     ARMS,
     DEFAULT_ARMS,
@@ -348,7 +349,6 @@ def known_records(earlier: dict[str, Any], settings: dict[str, Any], steps: Sequ
 
     if not all(same(k) for k in REUSE_KEYS) or not set(steps) <= set(have.get("steps", [])):
         return {}
-    from pyro_base.inference.evaluate.pooled import restrict
     return {(t["family"], t["task_index"]): t
             for t in restrict(earlier, steps=list(steps))["tasks"]}
 

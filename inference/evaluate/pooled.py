@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pyro_base.inference.evaluate.summary import GAINS, SELECT, select_from_of
+from pyro_base.inference.evaluate.summary import GAINS, SELECT, select_rule
 
 __all__ = ["compare_evaluations", "format_comparison", "format_pooled", "load_evaluation",
            "pool_evaluations", "restrict", "two_level_interval"]
@@ -132,8 +132,7 @@ def _check_same_protocol(evaluations: Sequence[dict[str, Any]]) -> tuple[list[in
                                  f"{first.get(key)!r}, {s.get('run_dir')} has {s.get(key)!r}")
     arms = [a for a in first["arms"] if all(a in e["settings"]["arms"] for e in evaluations)]
     if SELECT in arms:
-        chosen_from = {(*select_from_of(e["settings"])[0], select_from_of(e["settings"])[1])
-                       for e in evaluations}
+        chosen_from = {select_rule(e["settings"]) for e in evaluations}
         if len(chosen_from) > 1:
             raise ValueError(f"the evaluations' {SELECT!r} arms choose between different "
                              f"starts or by different criteria: {sorted(chosen_from)}")

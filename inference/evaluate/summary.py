@@ -34,11 +34,11 @@ GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          (SELECT, "untrained"), (SELECT, "meta"))
 
 
-def select_from_of(settings: dict[str, Any]) -> tuple[list[str], str]:
+def select_rule(settings: dict[str, Any]) -> tuple[tuple[str, ...], str]:
     """The starts an evaluation's ``select`` arm chose between and its criterion (an
     evaluation written before they were recorded chose between ``all`` and ``none`` by
     accuracy)."""
-    return (list(settings.get("select_from", ("all", "none"))),
+    return (tuple(settings.get("select_from", ("all", "none"))),
             settings.get("select_criterion", "accuracy"))
 
 
