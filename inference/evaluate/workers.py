@@ -1,6 +1,7 @@
 """Evaluate independent units in worker processes started with "spawn", in submission order.
 
-Each worker process sets one torch thread, builds its context once with
+Each worker process (:func:`~pyro_base.processes.spawn_pool`: it exits when this one does)
+sets one torch thread, builds its context once with
 ``setup(*setup_args)``, then returns ``unit(context, *args)`` for every unit it is handed.
 ``setup`` and ``unit`` must be module-level functions: they are pickled by their import path
 and imported again in each spawned process (so are ``setup_args`` and the units' arguments).
@@ -18,13 +19,13 @@ Usage::
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
+
+from pyro_base.processes import spawn_pool
 
 __all__ = ["evaluate_parallel"]
 
@@ -33,8 +34,7 @@ _WORKER: dict[str, Any] = {}  # a worker process's context and unit function
 
 def _init_worker(setup: Callable[..., Any], setup_args: tuple[Any, ...],
                  unit: Callable[..., Any]) -> None:
-    """A worker process's initializer: one torch thread, then its context."""
-    torch.set_num_threads(1)
+    """A worker process's initializer: its context."""
     _WORKER.update(context=setup(*setup_args), unit=unit)
 
 
@@ -50,9 +50,8 @@ def evaluate_parallel(units: Sequence[tuple[Any, ...]], workers: int, *,
     """``unit(context, *u)`` for every ``u`` in ``units``, in that order, from ``workers``
     spawned processes (each with its own ``context = setup(*setup_args)``)."""
     records: list[Any] = [None] * len(units)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(setup, setup_args, unit)) as pool, \
+    with spawn_pool(workers, initializer=_init_worker,
+                    initargs=(setup, setup_args, unit)) as pool, \
             tqdm(total=len(units), disable=not progress, desc=desc) as bar:
         pending: dict[Future, int] = {pool.submit(_worker_unit, *u): i
                                       for i, u in enumerate(units)}
