@@ -209,7 +209,7 @@ def test_settings_of_what_follows_the_meta_steps_may_change_on_resume(tmp_path):
 
     saved = MetaConfig(preset="tiny").to_dict()
     for change in ({"adapt_sharpness": 1.0}, {"adapt_steps": 7}, {"arch_refit_tasks": 0},
-                   {"arch_refit_steps": 3}, {"arch_refit_workers": 1}):
+                   {"arch_refit_steps": 3}, {"arch_refit_workers": 1}, {"meta_workers": 1}):
         check_resumable(MetaConfig(preset="tiny", **change), saved, tmp_path / "c.pt")
     with pytest.raises(ConfigError, match="inner_steps: "):
         check_resumable(MetaConfig(preset="tiny", inner_steps=2), saved, tmp_path / "c.pt")

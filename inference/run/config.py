@@ -53,6 +53,7 @@ _AT_LEAST_1 = {
     "posterior_draws",
     "arch_refit_steps",
     "arch_refit_workers",
+    "meta_workers",
 }
 _AT_LEAST_0 = {"inner_steps", "adapt_steps", "seed", "threads", "arch_refit_tasks"}
 # timedelta and torch.manual_seed overflow beyond these
@@ -192,6 +193,11 @@ class MetaConfig(Config):
     )
     steps: int = option(defaults.STEPS, "meta-steps")
     tasks_per_step: int = option(defaults.TASKS_PER_STEP, "tasks per step")
+    meta_workers: int = option(
+        2,
+        "processes a meta-step's tasks are adapted in on a CPU (reptile without batch_tasks; "
+        "one torch thread each; 1: in this process); W does not depend on it",
+    )
     meta_lr: float = option(
         defaults.META_LR, "meta step size lambda (decays linearly to meta_lr * meta_lr_final)"
     )

@@ -134,7 +134,16 @@ def build_meta_svi(cfg: MetaConfig, model: BASEModel,
                    max_bad_steps=cfg.max_bad_steps, seed=cfg.seed,
                    batch_tasks=cfg.batch_tasks, meta_head=cfg.head == "learned",
                    arch_decay=cfg.arch_decay, arch_update=cfg.arch_update,
-                   weight_scale=cfg.weight_scale, weight_update=cfg.weight_update)
+                   weight_scale=cfg.weight_scale, weight_update=cfg.weight_update,
+                   workers=meta_workers(cfg, model))
+
+
+def meta_workers(cfg: MetaConfig, model: BASEModel) -> int:
+    """``cfg.meta_workers`` where a meta-step's tasks can be spread over processes (Reptile
+    without ``batch_tasks``, on a CPU), else 1."""
+    if cfg.mode != "reptile" or cfg.batch_tasks or model.W.mu.device.type != "cpu":
+        return 1
+    return cfg.meta_workers
 
 
 TRANSFERS = ("all", "architecture", "weights", "none")

@@ -68,7 +68,7 @@ RESUME_MAY_CHANGE = frozenset({
     "posterior_draws",
     "device", "threads", "checkpoint_every", "collective_timeout", "nan_policy", "max_bad_steps",
     # the refit follows the meta-steps and is redone when these change
-    "arch_refit_tasks", "arch_refit_steps", "arch_refit_workers"})
+    "arch_refit_tasks", "arch_refit_steps", "arch_refit_workers", "meta_workers"})
 
 
 @dataclass
@@ -281,8 +281,8 @@ def meta_train_run(cfg: MetaConfig, distribution: Any = None, *,
         cfg.to_yaml(run / CONFIG)
         if hasattr(distribution, "split_classes"):  # on-disk sources: which classes are where
             run.write_json(TASK_SPLITS, distribution.split_classes())
-    log.info("run dir %s; %s; %d weights; device %s; world %d",
-             run.path if run else None, space, model.spec.size, device, world)
+    log.info("run dir %s; %s; %d weights; device %s; world %d; meta-step workers %d",
+             run.path if run else None, space, model.spec.size, device, world, svi.workers)
     if cfg.steps < svi.step_count:
         raise ConfigError(f"--steps {cfg.steps} is below the {svi.step_count} meta-steps the "
                           f"checkpoint of {run_dir} already holds")

@@ -49,15 +49,23 @@ GPU)
 seeded from its first task's triple: the same distribution of updates with fewer, larger
 kernel launches, but no longer independent of the rank layout (the noise differs).
 
+``workers=N > 1`` (Reptile on a CPU, without ``batch_tasks``) adapts a step's tasks in ``N``
+worker processes (:class:`~pyro_base.inference.vi.task_pool.TaskPool`, started at the first
+step and stopped when :meth:`MetaSVI.run` returns or by :meth:`MetaSVI.close`): the updates,
+metrics and RNG state equal one process's with one torch thread float for float, in about
+half the time on 2 cores.
+
 Usage::
 
     svi = MetaSVI(model, guide, tasks_per_step=4, meta_lr=1.0, total_steps=100)
     result = svi.run(task_distribution, num_steps=100)
+    svi = MetaSVI(model, guide, total_steps=100, workers=2)   # the same W on 2 cores, faster
     result.params["alpha_normal"], result.losses
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -76,6 +84,7 @@ from pyro_base.inference.vi.meta_common import MetaSVIResult, NonFiniteLossError
 from pyro_base.inference.vi.meta_common import task_seed as task_seed
 from pyro_base.inference.vi.meta_common import zero_head as zero_head
 from pyro_base.inference.vi.static_loop import check_dense_ok
+from pyro_base.inference.vi.task_pool import TaskPool
 from pyro_base.inference.vi.task_updates import (
     StepContext,
     batched_updates,
@@ -132,6 +141,8 @@ class MetaSVI:
         ``"reptile"``, toward the mean of the adapted logits (see the module docstring). MAML
         mode takes the query gradient for every parameter and ignores it, as Reptile mode
         ignores ``inner_grad``.
+    :param workers: adapt a step's tasks in this many processes (Reptile on a CPU, without
+        ``batch_tasks``; see the module docstring); 1: in this process.
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
@@ -152,7 +163,7 @@ class MetaSVI:
                  arch_decay: float = defaults.ARCH_DECAY,
                  arch_update: str = defaults.ARCH_UPDATE,
                  weight_scale: float = defaults.WEIGHT_SCALE,
-                 weight_update: str = defaults.WEIGHT_UPDATE) -> None:
+                 weight_update: str = defaults.WEIGHT_UPDATE, workers: int = 1) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if arch_update not in ARCH_UPDATES:
@@ -182,6 +193,14 @@ class MetaSVI:
                              f"got mode={mode!r}, elbo_impl={guide.elbo_impl!r}")
         if batch_tasks:
             check_dense_ok(model)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and (mode != "reptile" or batch_tasks):
+            raise ValueError(f"workers > 1 adapts Reptile steps task by task: it needs "
+                             f"mode='reptile' without batch_tasks, got mode={mode!r}, "
+                             f"batch_tasks={batch_tasks}")
+        self.workers = workers
+        self._pool: TaskPool | None = None
         self.batch_tasks = batch_tasks
         self.meta_head = meta_head
         self._head = head_slices(model) if not meta_head else []
@@ -271,6 +290,10 @@ class MetaSVI:
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
             per_task = batched_updates(ctx, mine)
+        elif self.workers > 1 and len(mine) > 1:
+            if self._pool is None:
+                self._pool = TaskPool(self.guide, workers=min(self.workers, self.tasks_per_step))
+            per_task = self._pool.updates(ctx, mine)
         else:
             per_task = [task_update(ctx, task, c, len(tasks)) for c, task in mine]
         good, loss, flat = reduce_tasks(per_task, acc, mode=self.mode, device=device,
@@ -353,7 +376,7 @@ class MetaSVI:
         all_metrics = []
         end = self.step_count + num_steps
         with tqdm(total=end, initial=self.step_count, disable=not progress or rank != 0,
-                  desc="meta-svi", dynamic_ncols=True) as bar:
+                  desc="meta-svi", dynamic_ncols=True) as bar, contextlib.closing(self):
             while self.step_count < end:
                 metrics = self.step(self.sample_tasks(distribution, self.step_count))
                 all_metrics.append(metrics)
@@ -367,6 +390,12 @@ class MetaSVI:
                                      self.model.W.named_tensors().items()},
                              state=self.state_dict(), losses=list(self.losses),
                              metrics=all_metrics)
+
+    def close(self) -> None:
+        """Stop the worker processes of ``workers > 1`` (the next step starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"W": self.model.W.state_dict(), "optimizer": self.optimizer.state_dict(),

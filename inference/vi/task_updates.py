@@ -88,12 +88,17 @@ WEIGHT_KEYS = ("mu", "log_sigma")
 def task_update(ctx: StepContext, task: Task, c: int, n_tasks: int) -> dict[str, Any]:
     """Adapt task ``c`` of the step (seeded by ``(seed, step, c)``) and add its contribution;
     ``n_tasks`` is the number of tasks of the step over all ranks. Returns its metrics."""
+    post, losses = adapt_task(ctx, task, c)
+    return record(ctx, task, post, losses, n_tasks)
+
+
+def adapt_task(ctx: StepContext, task: Task, c: int) -> tuple[AdaptedPosterior, list[float]]:
+    """Task ``c`` of the step adapted from ``ctx.model``'s ``W``, its inner loop seeded by
+    ``(seed, step, c)``; returns the posterior and the inner losses."""
     torch.manual_seed(task_seed(ctx.seed, ctx.step, c))
     xs, ys = task.support
     order = "none" if ctx.mode == "reptile" else ctx.inner_grad
-    post, losses = ctx.guide.adapt(xs, ys, n_classes=task.n_classes, temperature=ctx.tau,
-                                   order=order)
-    return record(ctx, task, post, losses, n_tasks)
+    return ctx.guide.adapt(xs, ys, n_classes=task.n_classes, temperature=ctx.tau, order=order)
 
 
 def batched_updates(ctx: StepContext, tasks: list[tuple[int, Task]]) -> list[dict[str, Any]]:
@@ -122,53 +127,87 @@ def batched_updates(ctx: StepContext, tasks: list[tuple[int, Task]]) -> list[dic
 def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[float],
            n_tasks: int) -> dict[str, Any]:
     """Add one adapted task's contribution to ``ctx.acc``; returns its metrics."""
+    if ctx.mode == "maml":
+        return _maml_record(ctx, task, post, losses, n_tasks)
+    rec, delta = reptile_contribution(ctx, task, post, losses)
+    return accumulate(ctx, task, rec, delta, losses)
+
+
+def _maml_record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[float],
+                 n_tasks: int) -> dict[str, Any]:
+    """MAML: add the gradient of the query loss over ``n_tasks`` with respect to ``W``."""
     xq, yq = task.query
     rec: dict[str, Any] = {"task": task.name, "family": task.family,
                            "inner_first": losses[0] if losses else None,
                            "inner_last": losses[-1] if losses else None}
-    if ctx.mode == "maml":
-        q_loss = ctx.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
-                                temperature=ctx.tau)
-        rec["query_loss"] = float(q_loss.detach())
-        ok = all(math.isfinite(v) for v in losses) and math.isfinite(rec["query_loss"])
+    q_loss = ctx.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
+                            temperature=ctx.tau)
+    rec["query_loss"] = float(q_loss.detach())
+    ok = all(math.isfinite(v) for v in losses) and math.isfinite(rec["query_loss"])
+    if ok:
+        W = ctx.model.W.named_tensors()
+        grads = torch.autograd.grad(q_loss / n_tasks, list(W.values()), allow_unused=True)
+        ok = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
         if ok:
-            W = ctx.model.W.named_tensors()
-            grads = torch.autograd.grad(q_loss / n_tasks, list(W.values()), allow_unused=True)
-            ok = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
-            if ok:
-                for a, g in zip(ctx.acc.values(), grads, strict=True):
-                    if g is not None:
-                        a.add_(g)
-                ctx.deltas.append({n: torch.zeros_like(a) if g is None else g.detach()
-                                   for (n, a), g in zip(ctx.acc.items(), grads, strict=True)})
-    else:
-        ok = all(math.isfinite(v) for v in losses) and all(
-            bool(torch.isfinite(p).all()) for p in post.params.values())
-        b = ctx.guide.batch_size or xq.shape[0]
-        if ok:
-            W = ctx.model.W.named_tensors()
-            delta = {n: (p.detach() - post.params[n]).detach() for n, p in W.items()}
-            if ctx.weight_update == "query":
-                q_loss, grads = _query_gradient(ctx, post, xq[:b], yq[:b], xq.shape[0],
-                                                task.n_classes)
-                rec["query_loss"] = q_loss
-                ok = math.isfinite(q_loss) and all(bool(torch.isfinite(g).all())
-                                                   for g in grads.values())
-                delta.update(grads)
-        if ok:
-            for n, d in delta.items():
-                if ctx.arch_update == "mixture" and n.startswith("alpha_"):
-                    ctx.acc[n].add_(probability_change(-d, W[n].detach()))
-                else:
-                    ctx.acc[n].add_(d)
-            ctx.deltas.append(delta)
-        if ok and ctx.log_query and "query_loss" not in rec:  # monitoring: one query batch
-            with torch.no_grad():
-                rec["query_loss"] = float(ctx.guide.loss(
-                    post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
-                    temperature=ctx.tau))
+            for a, g in zip(ctx.acc.values(), grads, strict=True):
+                if g is not None:
+                    a.add_(g)
+            ctx.deltas.append({n: torch.zeros_like(a) if g is None else g.detach()
+                               for (n, a), g in zip(ctx.acc.items(), grads, strict=True)})
     rec["ok"] = bool(ok)
     if not ok:
+        ctx.on_bad(ctx.step, task, losses)
+    return rec
+
+
+def reptile_contribution(ctx: StepContext, task: Task, post: AdaptedPosterior,
+                         losses: list[float],
+                         ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """One adapted task's Reptile metrics and contribution (``None`` if not finite), by name
+    of ``W``: ``W - phi_c^T`` (the weights' query gradient with ``weight_update="query"``),
+    before :func:`accumulate` turns the logits' into probability changes. Reads ``ctx.model``'s
+    ``W`` and draws the query loss's noise, nothing else of ``ctx``."""
+    xq, yq = task.query
+    rec: dict[str, Any] = {"task": task.name, "family": task.family,
+                           "inner_first": losses[0] if losses else None,
+                           "inner_last": losses[-1] if losses else None}
+    ok = all(math.isfinite(v) for v in losses) and all(
+        bool(torch.isfinite(p).all()) for p in post.params.values())
+    b = ctx.guide.batch_size or xq.shape[0]
+    delta = None
+    if ok:
+        W = ctx.model.W.named_tensors()
+        delta = {n: (p.detach() - post.params[n]).detach() for n, p in W.items()}
+        if ctx.weight_update == "query":
+            q_loss, grads = _query_gradient(ctx, post, xq[:b], yq[:b], xq.shape[0],
+                                            task.n_classes)
+            rec["query_loss"] = q_loss
+            ok = math.isfinite(q_loss) and all(bool(torch.isfinite(g).all())
+                                               for g in grads.values())
+            delta.update(grads)
+    if ok and ctx.log_query and "query_loss" not in rec:  # monitoring: one query batch
+        with torch.no_grad():
+            rec["query_loss"] = float(ctx.guide.loss(
+                post, xq[:b], yq[:b], size=xq.shape[0], n_classes=task.n_classes,
+                temperature=ctx.tau))
+    return rec, delta if ok else None
+
+
+def accumulate(ctx: StepContext, task: Task, rec: dict[str, Any],
+               delta: dict[str, torch.Tensor] | None, losses: list[float]) -> dict[str, Any]:
+    """Add a task's Reptile ``delta`` (from :func:`reptile_contribution`) to ``ctx.acc`` (the
+    logits' as :func:`probability_change` under ``arch_update="mixture"``) and to
+    ``ctx.deltas``, or pass a task without one to ``ctx.on_bad``; returns ``rec`` with ``ok``."""
+    if delta is not None:
+        W = ctx.model.W.named_tensors()
+        for n, d in delta.items():
+            if ctx.arch_update == "mixture" and n.startswith("alpha_"):
+                ctx.acc[n].add_(probability_change(-d, W[n].detach()))
+            else:
+                ctx.acc[n].add_(d)
+        ctx.deltas.append(delta)
+    rec["ok"] = delta is not None
+    if delta is None:
         ctx.on_bad(ctx.step, task, losses)
     return rec
 
