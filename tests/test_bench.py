@@ -20,17 +20,22 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| config | batch | relaxation | variant | img/s | vs ref |" in proc.stdout
-    # concrete: ref, pyro, pyro_stock, functional, graph, batched, batched_graph;
-    # straight_through: ref, pyro, pyro_stock, functional
-    assert proc.stdout.count("| tiny | 8 |") == 11
+    # concrete: ref, pyro, pyro_stock, functional, graph, batched, batched_graph,
+    # pyro_workers; straight_through: ref, pyro, pyro_stock, functional, pyro_workers
+    assert proc.stdout.count("| tiny | 8 |") == 13
     rows = json.loads(out.read_text())["rows"]
     concrete = rows[0]
     assert concrete["variants"] == ["ref", "pyro", "pyro_stock", "functional", "graph",
-                                    "batched", "batched_graph"]
+                                    "batched", "batched_graph", "pyro_workers"]
     # the optimized paths give the Pyro path's losses on the same seed (float rounding)
     assert set(concrete["max_loss_diff"]) == set(concrete["variants"]) - {"ref"}
     assert max(concrete["max_loss_diff"].values()) < 1e-5
     assert all(concrete[f"{v}_img_s"] > 0 for v in concrete["variants"])
+    # the step's tasks in 2 processes: the same losses and W to the last bit
+    for row in rows:
+        assert row["workers"] == 2 and row["pyro_workers_speedup"] > 0
+        assert row["max_loss_diff"]["pyro_workers"] == 0.0
+        assert row["pyro_workers_max_w_diff"] == 0.0
 
 
 def test_bench_without_cuda_refuses_device_cuda_in_one_line():

@@ -22,6 +22,11 @@ round-robin, these variants (median seconds per step after warm-up):
   eagerly on CPU).
 * ``batched`` / ``batched_graph``: the same two with ``batch_tasks=True``: the C tasks' inner
   loops in one ``vmap``-ed step (``--no-vmap`` skips them: they hold C tasks' activations).
+* ``pyro_workers`` (CPU, ``--workers`` above 1): the ``pyro`` step with its C tasks adapted
+  in ``--workers`` processes of one torch thread each (``MetaSVI(workers=N)``, the main job's
+  ``--meta-workers``); the JSON has ``pyro_workers_speedup`` (time of ``pyro`` over its own)
+  and ``pyro_workers_max_w_diff``, the largest difference of ``W`` after one step from the
+  same seed in one process and in the workers (0 by design: run it with one torch thread).
 
 ``graph`` and ``batched*`` compute every op (``skip_zero`` off), so they run for ``concrete``
 only; ``straight_through`` (hard one-hot forward, only the selected op per edge computed,
@@ -34,7 +39,8 @@ cache, which the other variants would otherwise pay for in their first timed rou
 
 Equal-loss check: per configuration, one task adapted from the same seed by each inner-loop
 implementation; ``max_loss_diff`` is the largest absolute difference of the per-step losses
-from the ``pyro`` path (float rounding, by design, on CPU).
+from the ``pyro`` path (float rounding, by design, on CPU; for ``pyro_workers`` the step's
+inner losses against one process's, 0 by design).
 
 Usage::
 
@@ -76,12 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-vmap", action="store_true",
                    help="skip the batched variants (they hold C tasks' activations at once)")
     p.add_argument("--temperature", type=float, default=1.0, help="tau of the relaxations")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes of the pyro_workers variant (CPU; 1: not timed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write all rows as JSON here")
     args = p.parse_args(argv)
     args.config = args.config or ["cpu"]
     args.relaxation = args.relaxation or list(RELAXATIONS)
-    for name in ("inner_steps", "tasks_per_step", "repeats"):
+    for name in ("inner_steps", "tasks_per_step", "repeats", "workers"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0 or min(args.batch) < 1:

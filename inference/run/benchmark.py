@@ -126,21 +126,46 @@ def _model(space: SearchSpace, relaxation: str, device: torch.device, *,
 
 def ours_step(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
               elbo_impl: str, batch_tasks: bool, inner_steps: int, tasks_per_step: int,
-              temperature: float, seed: int, cpu_fast: bool = True) -> Callable[[], float]:
-    """One Reptile meta-step of pyro-base on ``tasks_per_step`` synthetic tasks."""
+              temperature: float, seed: int, cpu_fast: bool = True,
+              workers: int = 1) -> Callable[[], float]:
+    """One Reptile meta-step of pyro-base on ``tasks_per_step`` synthetic tasks (its tasks in
+    ``workers`` processes when above 1; the step's ``close`` attribute stops them)."""
     torch.manual_seed(seed)
     model = _model(space, relaxation, device, skip_zero=elbo_impl != "graph" and not batch_tasks,
                    cpu_fast=cpu_fast)
     guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps, elbo_impl=elbo_impl)
     svi = MetaSVI(model, guide, tasks_per_step=tasks_per_step, temperature=temperature,
-                  seed=seed, log_query=False, batch_tasks=batch_tasks)
+                  seed=seed, log_query=False, batch_tasks=batch_tasks, workers=workers)
     tasks = _tasks(space, batch, tasks_per_step, device)
 
     def step() -> float:
         svi.step(tasks)
         return tasks_per_step * inner_steps * batch
 
+    step.close = svi.close  # type: ignore[attr-defined]
     return step
+
+
+def workers_diff(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
+                 workers: int, inner_steps: int, tasks_per_step: int, temperature: float,
+                 seed: int) -> tuple[float, float]:
+    """One meta-step from the same ``W`` and seed in one process and in ``workers``: the
+    largest absolute differences of the tasks' inner losses and of the updated ``W``."""
+    out = []
+    for n in (1, workers):
+        torch.manual_seed(seed)
+        model = _model(space, relaxation, device, skip_zero=True)
+        guide = OptimizationEmbeddingGuide(model, inner_steps=inner_steps)
+        svi = MetaSVI(model, guide, tasks_per_step=tasks_per_step, temperature=temperature,
+                      seed=seed, log_query=False, workers=n)
+        torch.manual_seed(seed + 1)
+        metrics = svi.step(_tasks(space, batch, tasks_per_step, device))
+        svi.close()
+        out.append(([r[k] for r in metrics["tasks"] for k in ("inner_first", "inner_last")],
+                    torch.cat([p.detach().reshape(-1) for p in model.W.parameters()])))
+    (la, wa), (lb, wb) = out
+    return (max(abs(a - b) for a, b in zip(la, lb, strict=True)),
+            float((wa - wb).abs().max()))
 
 
 def max_loss_diff(space: SearchSpace, batch: int, device: torch.device, *, relaxation: str,
@@ -197,7 +222,17 @@ def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
             elbo_impl="pyro" if impl == "pyro_stock" else impl, batch_tasks=batched,
             inner_steps=args.inner_steps, tasks_per_step=args.tasks_per_step,
             temperature=args.temperature, seed=args.seed, cpu_fast=impl != "pyro_stock")
-    timed = measure(steps, warmup=args.warmup, repeats=args.repeats, device=device)
+    workers = args.workers if device.type == "cpu" and args.tasks_per_step > 1 else 1
+    if workers > 1:
+        steps["pyro_workers"] = ours_step(
+            space, batch, device, relaxation=relaxation, elbo_impl="pyro", batch_tasks=False,
+            inner_steps=args.inner_steps, tasks_per_step=args.tasks_per_step,
+            temperature=args.temperature, seed=args.seed, workers=workers)
+    try:
+        timed = measure(steps, warmup=args.warmup, repeats=args.repeats, device=device)
+    finally:
+        for step in steps.values():
+            getattr(step, "close", lambda: None)()
     ours = args.tasks_per_step * args.inner_steps * batch
     row: dict[str, Any] = {"config": name, "batch": batch, "relaxation": relaxation,
                            "variants": list(timed)}
@@ -211,6 +246,13 @@ def run_config(name: str, batch: int, relaxation: str, args: argparse.Namespace,
     row["pyro_overhead"] = row["functional_img_s"] / row["pyro_img_s"]
     row["max_loss_diff"] = max_loss_diff(
         space, min(batch, 16), device, relaxation=relaxation,
-        impls=[k for k in timed if k != "ref"], inner_steps=args.inner_steps,
-        temperature=args.temperature, seed=args.seed)
+        impls=[k for k in timed if k not in ("ref", "pyro_workers")],
+        inner_steps=args.inner_steps, temperature=args.temperature, seed=args.seed)
+    if workers > 1:
+        row["workers"] = workers
+        row["pyro_workers_speedup"] = timed["pyro"][0] / timed["pyro_workers"][0]
+        row["max_loss_diff"]["pyro_workers"], row["pyro_workers_max_w_diff"] = workers_diff(
+            space, min(batch, 16), device, relaxation=relaxation, workers=workers,
+            inner_steps=args.inner_steps, tasks_per_step=args.tasks_per_step,
+            temperature=args.temperature, seed=args.seed)
     return row
