@@ -22,7 +22,8 @@ from pyro_base.inference.run.job import meta_train_run
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(preset="cpu", channels=4, cells=2, nodes=2, tasks_per_step=2, inner_steps=1,
             n_support=16, n_query=16, inner_batch=8, threads=0, steps=2, posterior_draws=4,
-            num_samples=1, arch_refit_tasks=2, arch_refit_steps=2, arch_refit_workers=1)
+            num_samples=1, arch_refit_tasks=2, arch_refit_steps=2, arch_refit_workers=1,
+            meta_workers=1)
 TASK = ["--task-source", "procedural", "--family", "motif", "--n-support", "24",
         "--n-query", "16", "--device", "cpu", "--no-progress", "--log-level", "WARNING"]
 

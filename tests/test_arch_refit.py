@@ -33,7 +33,7 @@ from pyro_base.tasks.procedural import ProceduralTasks
 
 TINY = dict(preset="cpu", channels=4, cells=2, nodes=2, tasks_per_step=2, inner_steps=1,
             n_support=16, n_query=16, inner_batch=8, threads=0, deterministic=True,
-            arch_refit_tasks=3, arch_refit_steps=2, arch_refit_workers=1)
+            arch_refit_tasks=3, arch_refit_steps=2, arch_refit_workers=1, meta_workers=1)
 
 
 def _model_guide(cfg):

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 CFG = MetaConfig(preset="tiny", families=["motif", "colour"], n_support=16, n_query=16,
                  steps=2, tasks_per_step=2, inner_steps=1, inner_batch=8, num_samples=2,
-                 n_heldout=1, adapt_steps=1, seed=3)
+                 n_heldout=1, adapt_steps=1, seed=3, meta_workers=1)
 STEPS = (0, 1, 3)
 
 

@@ -17,7 +17,7 @@ from pyro_base.inference.run.job import meta_train_run
 SMALL = dict(preset="cpu", channels=4, cells=2, nodes=2, tasks_per_step=2, inner_steps=1,
              n_support=4, n_query=4, inner_batch=8, threads=0, steps=2, n_heldout=1,
              adapt_steps=1, num_samples=1, posterior_draws=2, arch_refit_tasks=2,
-             arch_refit_steps=1, arch_refit_workers=1)
+             arch_refit_steps=1, arch_refit_workers=1, meta_workers=1)
 
 
 def _images(n_classes: int, per_class: int, size: int = 20, seed: int = 0):

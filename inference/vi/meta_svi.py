@@ -59,8 +59,8 @@ Usage::
 
     svi = MetaSVI(model, guide, tasks_per_step=4, meta_lr=1.0, total_steps=100)
     result = svi.run(task_distribution, num_steps=100)
-    svi = MetaSVI(model, guide, total_steps=100, workers=2)   # the same W on 2 cores, faster
     result.params["alpha_normal"], result.losses
+    svi = MetaSVI(model, guide, total_steps=100, workers=2)   # the same W on 2 cores, faster
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ class MetaSVI:
             per_task = batched_updates(ctx, mine)
         elif self.workers > 1 and len(mine) > 1:
             if self._pool is None:
-                self._pool = TaskPool(self.guide, workers=min(self.workers, self.tasks_per_step))
+                self._pool = TaskPool(self.guide, workers=min(self.workers, len(mine)))
             per_task = self._pool.updates(ctx, mine)
         else:
             per_task = [task_update(ctx, task, c, len(tasks)) for c, task in mine]

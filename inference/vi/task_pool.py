@@ -42,7 +42,8 @@ _SCALARS = ("mode", "inner_grad", "seed", "log_query", "step", "tau", "arch_upda
 _WORKER: dict[str, Any] = {}  # a worker process's guide (and its model)
 
 
-def _init_worker(guide: OptimizationEmbeddingGuide) -> None:
+def _init_worker(guide: OptimizationEmbeddingGuide, deterministic: bool) -> None:
+    torch.use_deterministic_algorithms(deterministic)
     _WORKER["guide"] = guide
 
 
@@ -67,7 +68,8 @@ def _worker_task(W: dict[str, torch.Tensor], scalars: dict[str, Any], c: int, ta
 class TaskPool:
     """``workers`` processes that adapt a Reptile meta-step's tasks (see the module docstring).
 
-    :param guide: the guide (with its model, on the CPU) every worker copies once.
+    :param guide: the guide (with its model, on the CPU) every worker copies once; the workers
+        also take this process's ``torch.use_deterministic_algorithms`` setting.
     :param workers: the number of processes, at least 2.
     """
 
@@ -78,7 +80,8 @@ class TaskPool:
         if device.type != "cpu":
             raise ValueError(f"a TaskPool adapts on the CPU; the model is on {device}")
         self.workers = workers
-        self._pool = spawn_pool(workers, initializer=_init_worker, initargs=(guide,))
+        self._pool = spawn_pool(workers, initializer=_init_worker,
+                                initargs=(guide, torch.are_deterministic_algorithms_enabled()))
 
     def updates(self, ctx: StepContext, tasks: list[tuple[int, Task]]) -> list[dict[str, Any]]:
         """Adapt ``tasks`` [(c, task)] from ``ctx.model``'s ``W`` in the workers and add their
