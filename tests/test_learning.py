@@ -56,7 +56,7 @@ def _meta_train(family: str, steps: int = 80):
     tasks = ProceduralTasks(families=(family,), n_support=64, n_query=64, n_classes=5)
     model, guide = _model_and_guide(SPACE)
     svi = MetaSVI(model, guide, tasks_per_step=2, meta_lr=1.0, total_steps=steps,
-                  temperature=1.0, log_query=False, seed=0)
+                  temperature=1.0, log_query=False, seed=0, workers=2)  # W as in one process
     result = svi.run(tasks, steps, progress=False)
     probs = model.W.alpha("normal").detach().softmax(-1).mean(0)
     return tasks, model, guide, result, probs
