@@ -4,13 +4,13 @@ Given ``W``, a meta-step's tasks are independent: task ``c`` of step ``e`` draws
 from the seed of ``(seed, e, c)`` (:func:`~pyro_base.inference.vi.meta_common.task_seed`).
 :class:`TaskPool` adapts them in ``workers`` processes (:func:`~pyro_base.processes.spawn_pool`:
 "spawn", one torch thread each, ending with this one), each holding a copy of the model and
-guide, handing them ``W`` and the tasks every
-step. A worker returns a task's metrics, its contribution ``W - phi_c^T``
-(:func:`~pyro_base.inference.vi.task_updates.reptile_contribution`) and the RNG state it left;
-this process adds the contributions to the step's sums in task order and takes the last
-task's RNG state. So a step's update, its metrics and the RNG state after it equal, float for
-float, those of one process with one torch thread, whatever the number of workers; with 4
-tasks per step, 2 workers take a little over half the time of a step on 2 cores.
+guide, and hands them ``W`` and the tasks every step. A worker returns a task's metrics, its
+contribution ``W - phi_c^T`` (:func:`~pyro_base.inference.vi.task_updates.reptile_contribution`)
+and the RNG state it left; this process adds the contributions to the step's sums in task
+order and takes the last task's RNG state. So a step's update, its metrics and the RNG state
+after it equal, float for float, those of one process with one torch thread, whatever the
+number of workers; with 4 tasks per step, 2 workers take a little over half the time of a
+step on 2 cores.
 
 Usage::
 

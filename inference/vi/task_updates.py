@@ -133,13 +133,17 @@ def record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[fl
     return accumulate(ctx, task, rec, delta, losses)
 
 
+def _task_record(task: Task, losses: list[float]) -> dict[str, Any]:
+    return {"task": task.name, "family": task.family,
+            "inner_first": losses[0] if losses else None,
+            "inner_last": losses[-1] if losses else None}
+
+
 def _maml_record(ctx: StepContext, task: Task, post: AdaptedPosterior, losses: list[float],
                  n_tasks: int) -> dict[str, Any]:
     """MAML: add the gradient of the query loss over ``n_tasks`` with respect to ``W``."""
     xq, yq = task.query
-    rec: dict[str, Any] = {"task": task.name, "family": task.family,
-                           "inner_first": losses[0] if losses else None,
-                           "inner_last": losses[-1] if losses else None}
+    rec = _task_record(task, losses)
     q_loss = ctx.guide.loss(post, xq, yq, size=xq.shape[0], n_classes=task.n_classes,
                             temperature=ctx.tau)
     rec["query_loss"] = float(q_loss.detach())
@@ -168,9 +172,7 @@ def reptile_contribution(ctx: StepContext, task: Task, post: AdaptedPosterior,
     before :func:`accumulate` turns the logits' into probability changes. Reads ``ctx.model``'s
     ``W`` and draws the query loss's noise, nothing else of ``ctx``."""
     xq, yq = task.query
-    rec: dict[str, Any] = {"task": task.name, "family": task.family,
-                           "inner_first": losses[0] if losses else None,
-                           "inner_last": losses[-1] if losses else None}
+    rec = _task_record(task, losses)
     ok = all(math.isfinite(v) for v in losses) and all(
         bool(torch.isfinite(p).all()) for p in post.params.values())
     b = ctx.guide.batch_size or xq.shape[0]
