@@ -90,6 +90,13 @@ def test_bad_workers(kwargs, match):
         TaskPool(guide, workers=1)
 
 
+def test_a_guide_that_cannot_be_pickled_is_refused_in_words():
+    model, guide = _setup()
+    guide.hook = lambda: None  # a lambda does not pickle
+    with pytest.raises(ValueError, match="cannot be pickled.*use workers=1"):
+        TaskPool(guide, workers=2)
+
+
 def test_config_meta_workers_applies_to_reptile_steps_task_by_task():
     with pytest.raises(ConfigError, match="meta_workers must be >= 1"):
         MetaConfig(preset="tiny", meta_workers=0)

@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import torch
@@ -79,6 +80,12 @@ class TaskPool:
         device = guide.model.W.mu.device
         if device.type != "cpu":
             raise ValueError(f"a TaskPool adapts on the CPU; the model is on {device}")
+        try:  # the workers get their copies by pickle: fail here, in words, not in a worker
+            pickle.dumps(guide)
+        except Exception as e:
+            raise ValueError(f"workers > 1 copies the guide and its model into each worker "
+                             f"process with pickle, and this one cannot be pickled ({e}); "
+                             f"use workers=1") from e
         self.workers = workers
         self._pool = spawn_pool(workers, initializer=_init_worker,
                                 initargs=(guide, torch.are_deterministic_algorithms_enabled()))
