@@ -54,6 +54,8 @@ def test_workers_give_the_one_process_run_to_the_last_bit(kwargs):
     assert all("query_loss" in r for m in a.metrics for r in m["tasks"])
     assert torch.equal(rng_b, rng_a)  # what follows meta-training draws the same
     assert two._pool is None  # run() stopped its workers
+    # the workers had copies: nothing of this process was moved into shared memory
+    assert not any(p.is_shared() for p in two.model.W.parameters())
 
 
 def test_workers_skip_and_stop_on_a_bad_task_as_one_process_does():
@@ -70,12 +72,16 @@ def test_workers_skip_and_stop_on_a_bad_task_as_one_process_does():
     assert [r["ok"] for r in metrics[1]["tasks"]] == [True, False, True]
     for n, p in models[0].items():
         torch.testing.assert_close(models[1][n], p, rtol=0, atol=0)
-    model, svi = _fresh(2, nan_policy="stop")
-    W0 = _W(model)
-    with pytest.raises(NonFiniteLossError, match="meta-step 0 on task 'nan'"):
-        svi.step(tasks)
-    svi.close()
-    assert all(torch.equal(_W(model)[n], W0[n]) for n in W0)  # W untouched
+    rngs = []
+    for workers in (1, 2):
+        model, svi = _fresh(workers, nan_policy="stop")
+        W0 = _W(model)
+        with pytest.raises(NonFiniteLossError, match="meta-step 0 on task 'nan'"):
+            svi.step(tasks)
+        rngs.append(torch.get_rng_state())  # where the bad task's draws left it, both ways
+        assert all(torch.equal(_W(model)[n], W0[n]) for n in W0)  # W untouched
+    assert torch.equal(rngs[1], rngs[0])
+    assert svi._pool is None  # an error in a step stops the workers
 
 
 @pytest.mark.parametrize("kwargs,match", [

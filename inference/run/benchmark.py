@@ -159,8 +159,10 @@ def workers_diff(space: SearchSpace, batch: int, device: torch.device, *, relaxa
         svi = MetaSVI(model, guide, tasks_per_step=tasks_per_step, temperature=temperature,
                       seed=seed, log_query=False, workers=n)
         torch.manual_seed(seed + 1)
-        metrics = svi.step(_tasks(space, batch, tasks_per_step, device))
-        svi.close()
+        try:
+            metrics = svi.step(_tasks(space, batch, tasks_per_step, device))
+        finally:
+            svi.close()
         out.append(([r[k] for r in metrics["tasks"] for k in ("inner_first", "inner_last")],
                     torch.cat([p.detach().reshape(-1) for p in model.W.parameters()])))
     (la, wa), (lb, wb) = out

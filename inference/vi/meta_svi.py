@@ -49,11 +49,13 @@ GPU)
 seeded from its first task's triple: the same distribution of updates with fewer, larger
 kernel launches, but no longer independent of the rank layout (the noise differs).
 
-``workers=N > 1`` (Reptile on a CPU, without ``batch_tasks``) adapts a step's tasks in ``N``
-worker processes (:class:`~pyro_base.inference.vi.task_pool.TaskPool`, started at the first
-step and stopped when :meth:`MetaSVI.run` returns or by :meth:`MetaSVI.close`): the updates,
-metrics and RNG state equal one process's with one torch thread float for float, in about
-half the time on 2 cores.
+``workers=N > 1`` (Reptile on a CPU, without ``batch_tasks``, one process per run: ignored
+under ``torch.distributed``, whose ranks are processes already) adapts a step's tasks in ``N``
+worker processes of one torch thread each
+(:class:`~pyro_base.inference.vi.task_pool.TaskPool`, started at the first step and stopped
+when :meth:`MetaSVI.run` returns, by :meth:`MetaSVI.close`, or on an error in the step): the
+updates, metrics and RNG state equal those of one process with one torch thread, float for
+float; with 4 tasks per step, 2 workers take about half the time on 2 cores.
 
 Usage::
 
@@ -142,7 +144,8 @@ class MetaSVI:
         mode takes the query gradient for every parameter and ignores it, as Reptile mode
         ignores ``inner_grad``.
     :param workers: adapt a step's tasks in this many processes (Reptile on a CPU, without
-        ``batch_tasks``; see the module docstring); 1: in this process.
+        ``batch_tasks``, not under ``torch.distributed``; see the module docstring); 1: in this
+        process.
 
     Besides the loss, a step's metrics say whether the meta-update has signal
     (:mod:`pyro_base.inference.vi.diagnostics`): ``agreement`` ({group: {cos, ratio, noise_ratio}}
@@ -290,10 +293,14 @@ class MetaSVI:
         per_task: list[dict[str, Any]]
         if self.batch_tasks:
             per_task = batched_updates(ctx, mine)
-        elif self.workers > 1 and len(mine) > 1:
+        elif self.workers > 1 and len(mine) > 1 and world == 1:
             if self._pool is None:
                 self._pool = TaskPool(self.guide, workers=min(self.workers, len(mine)))
-            per_task = self._pool.updates(ctx, mine)
+            try:
+                per_task = self._pool.updates(ctx, mine)
+            except BaseException:  # a broken or interrupted pool is not reused
+                self.close()
+                raise
         else:
             per_task = [task_update(ctx, task, c, len(tasks)) for c, task in mine]
         good, loss, flat = reduce_tasks(per_task, acc, mode=self.mode, device=device,

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.meta_common import task_seed
 from pyro_base.inference.vi.task_updates import (
     StepContext,
     accumulate,
@@ -43,34 +44,39 @@ _SCALARS = ("mode", "inner_grad", "seed", "log_query", "step", "tau", "arch_upda
 _WORKER: dict[str, Any] = {}  # a worker process's guide (and its model)
 
 
-def _init_worker(guide: OptimizationEmbeddingGuide, deterministic: bool) -> None:
-    torch.use_deterministic_algorithms(deterministic)
-    _WORKER["guide"] = guide
+def _init_worker(guide_bytes: bytes, deterministic: bool, warn_only: bool) -> None:
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    _WORKER["guide"] = pickle.loads(guide_bytes)
 
 
 def _not_here(*args: Any) -> None:  # a worker's on_bad: this process decides
     raise AssertionError("a worker never calls on_bad")
 
 
-def _worker_task(W: dict[str, torch.Tensor], scalars: dict[str, Any], c: int, task: Task,
-                 ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, list[float],
-                            torch.Tensor]:
-    """Adapt task ``c`` from ``W`` in a worker; its metrics, contribution, inner losses and the
-    RNG state it leaves."""
+def _worker_task(payload: bytes) -> bytes:
+    """Adapt task ``c`` from ``W`` in a worker (``payload``: ``W``, the step's scalars, ``c``
+    and the task, pickled); its metrics, contribution, inner losses and the RNG state it
+    leaves, pickled."""
+    W, scalars, c, task = pickle.loads(payload)
     guide = _WORKER["guide"]
     guide.model.W.load_state_dict(W)
     ctx = StepContext(model=guide.model, guide=guide, acc={}, deltas=[], on_bad=_not_here,
                       **scalars)
     post, losses = adapt_task(ctx, task, c)
     rec, delta = reptile_contribution(ctx, task, post, losses)
-    return rec, delta, losses, torch.get_rng_state()
+    return pickle.dumps((rec, delta, losses, torch.get_rng_state()))
 
 
 class TaskPool:
     """``workers`` processes that adapt a Reptile meta-step's tasks (see the module docstring).
 
+    Everything crosses between the processes as plain pickled bytes, so a worker holds its own
+    copy of the guide and model and never shares memory with this process (``multiprocessing``
+    would otherwise move the tensors it sends into shared memory).
+
     :param guide: the guide (with its model, on the CPU) every worker copies once; the workers
-        also take this process's ``torch.use_deterministic_algorithms`` setting.
+        also take this process's ``torch.use_deterministic_algorithms`` setting (and
+        ``warn_only``), and run one torch thread each.
     :param workers: the number of processes, at least 2.
     """
 
@@ -80,35 +86,40 @@ class TaskPool:
         device = guide.model.W.mu.device
         if device.type != "cpu":
             raise ValueError(f"a TaskPool adapts on the CPU; the model is on {device}")
-        try:  # the workers get their copies by pickle: fail here, in words, not in a worker
-            pickle.dumps(guide)
+        try:  # fail here, in words, not in a worker
+            guide_bytes = pickle.dumps(guide)
         except Exception as e:
             raise ValueError(f"workers > 1 copies the guide and its model into each worker "
                              f"process with pickle, and this one cannot be pickled ({e}); "
                              f"use workers=1") from e
         self.workers = workers
         self._pool = spawn_pool(workers, initializer=_init_worker,
-                                initargs=(guide, torch.are_deterministic_algorithms_enabled()))
+                                initargs=(guide_bytes, torch.are_deterministic_algorithms_enabled(),
+                                          torch.is_deterministic_algorithms_warn_only_enabled()))
 
     def updates(self, ctx: StepContext, tasks: list[tuple[int, Task]]) -> list[dict[str, Any]]:
         """Adapt ``tasks`` [(c, task)] from ``ctx.model``'s ``W`` in the workers and add their
         contributions to ``ctx`` in order; returns their metrics, as
-        :func:`~pyro_base.inference.vi.task_updates.task_update` would one by one."""
+        :func:`~pyro_base.inference.vi.task_updates.task_update` would one by one (and leaves
+        the RNGs where it would: seeded by each task in turn, the CPU generator's state the
+        one that task's draws left, also when ``ctx.on_bad`` raises at a task)."""
         if ctx.mode != "reptile":
             raise ValueError(f"a TaskPool takes Reptile steps, got mode={ctx.mode!r}")
-        W = {k: v.detach().clone() for k, v in ctx.model.W.state_dict().items()}
+        W = {k: v.detach() for k, v in ctx.model.W.state_dict().items()}
         scalars = {k: getattr(ctx, k) for k in _SCALARS}
-        futures = [self._pool.submit(_worker_task, W, scalars, c, task) for c, task in tasks]
+        futures = [self._pool.submit(_worker_task, pickle.dumps((W, scalars, c, task)))
+                   for c, task in tasks]
         try:
-            results = [f.result() for f in futures]
+            results = [pickle.loads(f.result()) for f in futures]
         except BaseException:
             for f in futures:
                 f.cancel()
             raise
-        records = [accumulate(ctx, task, rec, delta, losses)
-                   for (_, task), (rec, delta, losses, _) in zip(tasks, results, strict=True)]
-        if results:
-            torch.set_rng_state(results[-1][3])
+        records = []
+        for (c, task), (rec, delta, losses, rng) in zip(tasks, results, strict=True):
+            torch.manual_seed(task_seed(ctx.seed, ctx.step, c))  # every generator, as there
+            torch.set_rng_state(rng)
+            records.append(accumulate(ctx, task, rec, delta, losses))
         return records
 
     def close(self) -> None:

@@ -169,8 +169,9 @@ def reptile_contribution(ctx: StepContext, task: Task, post: AdaptedPosterior,
                          ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """One adapted task's Reptile metrics and contribution (``None`` if not finite), by name
     of ``W``: ``W - phi_c^T`` (the weights' query gradient with ``weight_update="query"``),
-    before :func:`accumulate` turns the logits' into probability changes. Reads ``ctx.model``'s
-    ``W`` and draws the query loss's noise, nothing else of ``ctx``."""
+    before :func:`accumulate` turns the logits' into probability changes. Reads ``ctx`` (its
+    model's ``W``, the guide, the step's settings) and draws the query loss's noise; writes
+    nothing to it."""
     xq, yq = task.query
     rec = _task_record(task, losses)
     ok = all(math.isfinite(v) for v in losses) and all(
