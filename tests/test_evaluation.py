@@ -258,14 +258,17 @@ def test_top_op_excludes_none(tiny_model):
     ({"steps": (1, 1)}, "steps"), ({"steps": (0, -2)}, "steps"), ({"arms": ("meta", "x")}, "arms"),
     ({"device": "tpu"}, "device"), ({"seed": -1}, "seed"), ({"n_boot": 0}, "n_boot"),
     ({"elbo_impl": "fast"}, "elbo_impl"), ({"workers": 0}, "workers"),
-    ({"workers": 1.5}, "workers"), ({"arms": ("meta", "select")}, "'select' arm chooses"),
-    ({"arms": ("untrained", "select")}, "'select' arm chooses"),
-    ({"arms": ("select",)}, "'select' arm chooses"),
-    ({"arms": ("meta", "untrained", "select"), "select_from": ("all", "architecture")},
-     "'select' arm chooses"),
+    ({"workers": 1.5}, "workers"),
+    ({"arms": ("meta", "select"), "select_at": "each"}, "'select' arm chooses at each"),
+    ({"arms": ("untrained", "select"), "select_at": "each"}, "'select' arm chooses at each"),
+    ({"arms": ("select",), "select_at": "each"}, "'select' arm chooses at each"),
+    ({"arms": ("meta", "untrained", "select"), "select_from": ("all", "architecture"),
+      "select_at": "each"}, "'select' arm chooses at each"),
     ({"select_from": ("all",)}, "select_from"), ({"select_from": ("all", "all")}, "select_from"),
     ({"select_from": ("all", "head")}, "select_from"), ({"select_from": "all"}, "select_from"),
-    ({"select_criterion": "auc"}, "select_criterion")])
+    ({"select_criterion": "auc"}, "select_criterion"), ({"select_at": -1}, "select_at"),
+    ({"select_at": "last"}, "select_at"), ({"select_at": 1.0}, "select_at"),
+    ({"select_at": True}, "select_at")])
 def test_bad_arguments_are_refused_before_reading_the_run(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=name):
         evaluate_run(tmp_path / "absent", **kwargs)
@@ -288,6 +291,8 @@ def test_cli_help_runs_without_data():
     from pyro_base.inference.run.selection import CRITERIA
     assert SELECT_CRITERION == ADAPT_CRITERION
     assert script().CRITERIA == CRITERIA
+    from pyro_base.inference.evaluate.summary import EACH
+    assert script().EACH == EACH
     for dest, default in (("select_from", list(SELECT_FROM)),
                           ("select_criterion", SELECT_CRITERION)):
         action = next(a for a in script().build_parser()._actions if a.dest == dest)
@@ -337,12 +342,14 @@ def test_cli_prints_the_summary(trained, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def selected(tmp_path_factory):
     """A trained run with 4 support images of each of 5 classes, evaluated with the select
-    arm (and the support accuracy, which the arm also reads from its choice)."""
+    arm choosing at every step count (and the support accuracy, which the arm also reads
+    from its choice)."""
     cfg = CFG.replace(n_support=20)
     path, _ = make_run(tmp_path_factory.mktemp("select") / "run", cfg, train=True)
     result = evaluate_run(path, tasks_per_family=2, steps=(0, 2), n_boot=200,
                           arms=("meta", "untrained", "select"), support_accuracy=True,
-                          select_from=("all", "none"), select_criterion="accuracy")
+                          select_from=("all", "none"), select_criterion="accuracy",
+                          select_at="each")
     return path, result
 
 
@@ -351,10 +358,11 @@ def test_select_arm_reads_the_chosen_arm_per_task_and_step(selected):
 
     _, result = selected
     steps = [0, 2]
-    assert len(result.tasks) == 4
+    assert len(result.tasks) == 4 and result.settings["select_at"] == "each"
     for r in result.tasks:
         sel = r["selection"]
         assert sel["candidates"] == ["meta", "untrained"] and sel["steps"] == steps
+        assert "select_at" not in sel
         assert set(sel["chosen"]) == {"0", "2"}
         assert sel["chosen"] == {str(k): v for k, v in
                                  choose(sel["heldout_accuracy"], steps).items()}
@@ -416,7 +424,8 @@ def test_select_arm_takes_the_meta_prior_on_a_tie(tmp_path):
     for r in result.tasks:
         acc = r["selection"]["heldout_accuracy"]
         assert acc["meta"] == acc["untrained"]
-        assert r["selection"]["chosen"] == {"0": "meta", "1": "meta"}
+        assert r["selection"]["chosen"] == {"1": "meta"}  # after the run's adapt_steps
+        assert r["selection"]["select_at"] == 1
         assert r["accuracy"]["select"] == r["accuracy"]["meta"] == r["accuracy"]["untrained"]
     zero = {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
     assert result.families["colour"]["gains"]["select-untrained"] == zero
@@ -426,8 +435,9 @@ def test_select_arm_takes_the_meta_prior_on_a_tie(tmp_path):
 def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
     """select_from ("all", "architecture") by held-out log-likelihood: the choice is
     select_start between the meta arm and the architecture-only arm, seeded as the default
-    choice is, and the select arm reads the chosen one's numbers; the settings record the
-    starts and the criterion."""
+    choice is, made once after the run's ``adapt_steps`` (1, between the curve's 0 and 2),
+    and the select arm reads the chosen one's numbers at every step count; the settings
+    record the starts, the criterion and the step count."""
     from pyro_base.inference.evaluate.paired import SELECT_SLOT, _arm_states
     from pyro_base.inference.run.selection import choose, select_start
 
@@ -437,24 +447,25 @@ def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
                           select_from=("all", "architecture"), select_criterion="loglik")
     assert result.settings["select_from"] == ["all", "architecture"]
     assert result.settings["select_criterion"] == "loglik"
+    assert result.settings["select_at"] == 1
     for r in result.tasks:
         sel = r["selection"]
         assert sel["candidates"] == ["meta", "meta_arch_untrained_weights"]
-        assert sel["criterion"] == "loglik"
+        assert sel["criterion"] == "loglik" and sel["steps"] == [1] and sel["select_at"] == 1
         assert sel["chosen"] == {str(k): v for k, v in
                                  choose(sel["heldout_loglik"], sel["steps"]).items()}
-        for j, k in enumerate((0, 2)):
-            assert r["accuracy"]["select"][j] == r["accuracy"][sel["chosen"][str(k)]][j]
+        assert r["accuracy"]["select"] == r["accuracy"][sel["chosen"]["1"]]
+        assert r["top_op"]["select"] == r["top_op"][sel["chosen"]["1"]]
     model, _, cfg, _ = load_trained(path)
     guide = build_guide(cfg.replace(elbo_impl=result.settings["elbo_impl"]), model)
     states = _arm_states(cfg, {k: v.clone() for k, v in model.W.state_dict().items()}, "cpu")
     task = build_tasks(cfg, build_space(cfg)).task("colour", 0, "test")
     sel = select_start(model, guide, {a: states[a] for a in arms[:2]}, *task.support,
-                       n_classes=task.n_classes, steps=[0, 2],
+                       n_classes=task.n_classes, steps=[1],
                        temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
                        seed=pair_seed(0, 1, 0, SELECT_SLOT), criterion="loglik")
     record = next(r for r in result.tasks if r["task"] == task.name)
-    assert json.loads(json.dumps(sel.to_dict())) == record["selection"]
+    assert json.loads(json.dumps(sel.to_dict())) | {"select_at": 1} == record["selection"]
     # --reuse takes it only for the same starts; pooling refuses a mix
     cli = script().cli
     flags = ["--tasks-per-family", "1", "--steps", "0", "2", "--reuse", "--arms"]
@@ -471,6 +482,96 @@ def test_select_arm_chooses_between_the_starts_of_select_from(tmp_path, capsys):
     assert again["settings"]["select_criterion"] == "loglik"  # the default
     with pytest.raises(ValueError, match="choose between different starts"):
         pool_evaluations([load_evaluation(path), again])
+
+
+def test_select_once_at_a_budget_is_the_choice_at_each_step_count_there(tmp_path, capsys):
+    """The select arm choosing once after 2 steps makes the choice the per-step protocol makes
+    at 2 (the same held-out scores, float for float: a 2-step adaptation is the first 2 steps
+    of a 3-step one) and reads that start's whole curve; an evaluation choosing at each step
+    count answers it under reuse, pooling refuses the mix, and the CLI's --select-at picks it
+    (default: the run's adapt_steps)."""
+    from pyro_base.inference.evaluate.pooled import load_evaluation, pool_evaluations, restrict
+
+    path, _ = make_run(tmp_path / "run", CFG.replace(n_support=20), train=True)
+    kwargs = {"tasks_per_family": 2, "steps": (0, 2, 3), "n_boot": 50,
+              "arms": ("meta", "untrained", "select"), "select_from": ("all", "none"),
+              "select_criterion": "accuracy"}
+    each = evaluate_run(Path(shutil.copytree(path, tmp_path / "each")), select_at="each",
+                        **kwargs)
+    once = evaluate_run(Path(shutil.copytree(path, tmp_path / "once")), select_at=2, **kwargs)
+    assert (each.settings["select_at"], once.settings["select_at"]) == ("each", 2)
+    for e, o in zip(each.tasks, once.tasks, strict=True):
+        sel = o["selection"]
+        assert sel["steps"] == [2] and sel["select_at"] == 2
+        assert sel["chosen"] == {"2": e["selection"]["chosen"]["2"]}
+        for score in ("heldout_accuracy", "heldout_loglik"):
+            assert sel[score] == {a: [v[1]] for a, v in e["selection"][score].items()}
+        assert o["accuracy"]["select"] == o["accuracy"][sel["chosen"]["2"]]
+        assert o["accuracy"]["select"][1] == e["accuracy"]["select"][1]  # at 2 steps
+        assert {a: o["accuracy"][a] for a in ("meta", "untrained")} == \
+            {a: e["accuracy"][a] for a in ("meta", "untrained")}
+    # the choice at 2 differs from the choice at 0 or 3 somewhere: the protocols differ
+    assert any(len(set(e["selection"]["chosen"].values())) > 1 for e in each.tasks)
+    assert each.families["motif"]["gains"]["select-untrained"]["mean"][1] == \
+        once.families["motif"]["gains"]["select-untrained"]["mean"][1]
+    reused = evaluate_run(Path(shutil.copytree(path, tmp_path / "reused")), select_at=2,
+                          reuse=each.to_dict(), **kwargs)
+    assert reused.settings["reused"] == 4
+    assert _numbers(reused.tasks) == _numbers(once.tasks)
+    back = evaluate_run(Path(shutil.copytree(path, tmp_path / "back")), select_at="each",
+                        reuse=once.to_dict(), **kwargs)  # one choice cannot answer each
+    assert _numbers(back.tasks) == _numbers(each.tasks)
+    with pytest.raises(ValueError, match="at different step counts"):
+        pool_evaluations([each.to_dict(), once.to_dict()])
+    cut = restrict(json.loads(json.dumps(once.to_dict())), steps=[0, 3])
+    assert cut["tasks"][0]["selection"] == json.loads(json.dumps(once.tasks[0]["selection"]))
+    assert cut["tasks"][0]["accuracy"]["select"] == [once.tasks[0]["accuracy"]["select"][j]
+                                                    for j in (0, 2)]
+    cli = script().cli
+    flags = ["--tasks-per-family", "2", "--steps", "0", "2", "3", "--n-boot", "50",
+             "--reuse", "--arms", "meta", "untrained", "select", "--select-from", "all",
+             "none", "--select-criterion", "accuracy"]
+    assert cli([str(tmp_path / "once"), *flags, "--select-at", "2"]) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert cli([str(tmp_path / "once"), *flags]) == 0  # the run's adapt_steps: 1
+    assert "reusing" not in capsys.readouterr().out
+    data = load_evaluation(tmp_path / "once")
+    assert data["settings"]["select_at"] == 1
+    assert all(t["selection"]["steps"] == [1] for t in data["tasks"])
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit):
+            script().build_parser().parse_args([str(path), "--select-at", bad])
+    assert script().build_parser().parse_args([str(path), "--select-at", "each"]).select_at \
+        == "each"
+
+
+def test_select_alone_adapts_only_the_chosen_start_as_its_arm_would(tmp_path):
+    """``arms=("untrained", "select")``: the choice made once (after the run's adapt_steps),
+    then only the chosen start adapted, with the seeds its arm uses, as ``adapt`` does: the
+    same numbers as reading the chosen arm of an evaluation of both candidates, support
+    accuracy included; reusing it gives them back without adapting again."""
+    path, _ = make_run(tmp_path / "run", CFG.replace(n_support=20), train=True)
+    kwargs = {"tasks_per_family": 2, "steps": (0, 2), "n_boot": 50, "support_accuracy": True}
+    full = evaluate_run(Path(shutil.copytree(path, tmp_path / "full")),
+                        arms=("meta", "untrained", "meta_arch_untrained_weights", "select"),
+                        **kwargs)
+    alone = evaluate_run(Path(shutil.copytree(path, tmp_path / "alone")),
+                         arms=("untrained", "select"), **kwargs)
+    assert alone.settings["select_at"] == 1 and alone.settings["arms"] == ["untrained", "select"]
+    for f, a in zip(full.tasks, alone.tasks, strict=True):
+        assert set(a["accuracy"]) == {"untrained", "select"}
+        assert a["selection"] == f["selection"]
+        for key in ("accuracy", "support_accuracy", "top_op"):
+            assert a[key]["select"] == f[key]["select"] == f[key][f["selection"]["chosen"]["1"]]
+            assert a[key]["untrained"] == f[key]["untrained"]
+    for name in alone.families:
+        assert alone.families[name]["gains"]["select-untrained"] == \
+            full.families[name]["gains"]["select-untrained"]
+    assert {t["selection"]["chosen"]["1"] for t in full.tasks} == \
+        {"meta", "meta_arch_untrained_weights"}  # each start was adapted alone somewhere
+    again = evaluate_run(Path(shutil.copytree(path, tmp_path / "again")),
+                         arms=("untrained", "select"), reuse=alone.to_dict(), **kwargs)
+    assert again.settings["reused"] == 4 and _numbers(again.tasks) == _numbers(alone.tasks)
 
 
 def _numbers(records: list[dict]) -> list[dict]:

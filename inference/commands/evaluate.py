@@ -5,6 +5,8 @@ Usage::
     python scripts/evaluate.py runs/my_run                      # 20 tasks per family
     python scripts/evaluate.py runs/my_run --tasks-per-family 5 --steps 0 10 20 --progress
     python scripts/evaluate.py runs/my_run --workers 4 --arms meta untrained
+    # the default adaptation (adapt --transfer select) against the untrained start
+    python scripts/evaluate.py runs/my_run --workers 2 --arms untrained select
     # the 2 x 2 of weights and architecture, with each arm's support-set accuracy
     python scripts/evaluate.py runs/my_run --support-accuracy --arms meta untrained \
         meta_weights_uniform_arch meta_arch_untrained_weights
@@ -15,7 +17,8 @@ Usage::
 Adapts every arm (meta-trained ``W``, the untrained ``W_0``, and the meta-trained weights with
 uniform architecture logits; on request also the meta-trained logits with ``W_0``'s weights)
 to the same held-out tasks with the same seeds (``--support-accuracy``: reading the support
-set's accuracy too), writes
+set's accuracy too; ``select``: per task, the start ``adapt``'s default choice takes for the
+run's adaptation budget, adapted once, or read from its arm where that is evaluated), writes
 ``RUN_DIR/evaluation/evaluation.json`` and ``curves.png``, and prints a markdown summary
 (mean query accuracy per arm, paired gains with 95% bootstrap intervals). See
 :mod:`pyro_base.inference.evaluate.paired`.
@@ -52,6 +55,20 @@ DEFAULT_ARMS = ARMS[:3]
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": "meta_arch_untrained_weights"}
 CRITERIA = ("accuracy", "loglik")
+EACH = "each"  # pyro_base.inference.evaluate.summary.EACH
+
+
+def _select_at(text: str) -> int | str:
+    """``--select-at``: a step count >= 0 or ``each``."""
+    if text == EACH:
+        return EACH
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a step count >= 0 or {EACH!r}, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS),
                    help="starting W to adapt: the meta-trained W, W_0, the meta-trained "
                         "weights with W_0's uniform architecture logits, and (on request) the "
-                        "meta-trained architecture logits with W_0's weights, and 'select' "
-                        "(with the arms of --select-from): per task, the start that scores "
-                        "higher on a held-out quarter of its support set")
+                        "meta-trained architecture logits with W_0's weights, and 'select': "
+                        "per task, the start of --select-from that scores higher on a "
+                        "held-out quarter of its support set, as adapt's default choice "
+                        "(with --select-at each, the arms of --select-from are needed)")
     p.add_argument("--select-from", nargs="+", choices=tuple(TRANSFER_ARMS),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts the 'select' arm chooses between, as adapt --transfer "
@@ -90,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score the 'select' arm maximises (accuracy, or loglik: "
                         "the mean log predictive density)")
+    p.add_argument("--select-at", type=_select_at, default=None, metavar="K|each",
+                   help="the step count after which the 'select' arm chooses its start, once "
+                        "per task, for its whole curve (default: each run's adapt_steps, the "
+                        "budget adapt chooses for); 'each': choose again at every step count "
+                        "of --steps (adapts the candidates to the largest)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes evaluating the (family, task) units; each of the N "
                         "processes uses one torch thread (as does a single process here), and "
@@ -108,16 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sharpness(run_dir: str, args: argparse.Namespace) -> float:
-    """The architecture prior's power the evaluation of ``run_dir`` uses."""
-    if args.adapt_sharpness is not None:
-        return args.adapt_sharpness
+def _run_settings(run_dir: str, args: argparse.Namespace) -> tuple[float, int | str]:
+    """The architecture prior's power and the select arm's step count the evaluation of
+    ``run_dir`` uses (the run's own where the flags leave them)."""
+    if args.adapt_sharpness is not None and args.select_at is not None:
+        return args.adapt_sharpness, args.select_at
     from pyro_base.inference.run.config import MetaConfig
     from pyro_base.inference.run.runlog import CONFIG
-    return MetaConfig.from_run_file(Path(run_dir) / CONFIG).adapt_sharpness
+    cfg = MetaConfig.from_run_file(Path(run_dir) / CONFIG)
+    return (cfg.adapt_sharpness if args.adapt_sharpness is None else args.adapt_sharpness,
+            int(cfg.adapt_steps) if args.select_at is None else args.select_at)
 
 
-def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1.0) -> bool:
+def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1.0,
+            select_at: int | str = EACH) -> bool:
     """Whether an existing evaluation holds what ``args`` asks for (an evaluation written
     before the sharpness was recorded adapted from the prior itself: power 1)."""
     from pyro_base.inference.evaluate.summary import select_rule
@@ -130,7 +157,8 @@ def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1
             and (not args.support_accuracy or bool(s.get("support_accuracy")))
             and s.get("adapt_sharpness", 1.0) == sharpness
             and ("select" not in args.arms
-                 or select_rule(s) == (tuple(args.select_from), args.select_criterion)))
+                 or select_rule(s) == (tuple(args.select_from), args.select_criterion,
+                                       select_at)))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +169,7 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
 
     existing = Path(run_dir) / "evaluation" / "evaluation.json"
     earlier = json.loads(existing.read_text()) if args.reuse and existing.is_file() else None
-    if not (earlier and _covers(earlier, args, _sharpness(run_dir, args))):
+    if not (earlier and _covers(earlier, args, *_run_settings(run_dir, args))):
         arms = list(args.arms)
         if earlier and earlier.get("settings", {}).get("seed") == args.seed:
             # the earlier arms stay in the file: taken from it where they can be
@@ -153,7 +181,8 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
                               workers=args.workers, support_accuracy=args.support_accuracy,
                               sharpness=args.adapt_sharpness,
                               select_from=args.select_from,
-                              select_criterion=args.select_criterion, reuse=earlier)
+                              select_criterion=args.select_criterion,
+                              select_at=args.select_at, reuse=earlier)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -14,19 +14,25 @@ count in ``steps`` (``0``: no adaptation). The arms:
 * ``meta_arch_untrained_weights`` (asked for by name; not among :data:`DEFAULT_ARMS`): the
   meta-trained ``alpha`` with ``W_0``'s ``mu, sigma``, the architecture prior's contribution
   alone, which completes the 2 x 2 of weights and architecture;
-* ``select`` (asked for by name, with the arms of its candidates): per task and step count,
-  the one of the starts ``select_from`` (names of
-  :data:`~pyro_base.inference.run.factory.TRANSFERS`, each evaluated by its arm of
-  :data:`TRANSFER_ARMS`: ``all`` by ``meta``, ``none`` by ``untrained``, ``architecture`` by
+* ``select`` (asked for by name): per task, the one of the starts ``select_from`` (names
+  of :data:`~pyro_base.inference.run.factory.TRANSFERS`, each the start of its arm of
+  :data:`TRANSFER_ARMS`: ``all`` of ``meta``, ``none`` of ``untrained``, ``architecture`` of
   ``meta_arch_untrained_weights``; default ``all`` and ``architecture``, as ``adapt``'s)
-  that scores higher on a held-out quarter of the task's own support set after that many
-  steps, each adapted on the other three quarters
+  that scores higher on a held-out quarter of the task's own support set after
+  ``select_at`` steps (default: the run's ``adapt_steps``, the budget a new task is adapted
+  for), each adapted on the other three quarters
   (:func:`~pyro_base.inference.run.selection.select_start`, as
-  ``pyro-base adapt --transfer select --select-from ...`` does), with the chosen arm's
-  accuracy on the query set. It costs one more adaptation on 3/4 of the support set per
-  candidate and task; the choice maximises ``select_criterion`` (held-out ``accuracy`` or
-  ``loglik``); the record keeps the held-out scores and the choices (``selection``, by arm
-  name).
+  ``pyro-base adapt --transfer select --select-from ...`` does for its ``--steps``); the
+  chosen start is then adapted on the whole support set with the seeds its arm uses (its
+  arm's numbers are read where that arm is evaluated too), and its query accuracy at every
+  step count is the select arm's curve. The choice costs one adaptation of ``select_at``
+  steps on 3/4 of the support set per candidate and task; it maximises ``select_criterion``
+  (held-out ``accuracy`` or ``loglik``); the record keeps the held-out scores and the choice
+  (``selection``, by arm name), and ``adapt_seconds["select"]`` the choice's seconds (plus
+  the chosen start's adaptation where the select arm ran it). ``select_at="each"`` chooses
+  again at every step count (the curve of "choose for a budget of ``k`` steps, adapt ``k``
+  steps"), which adapts the candidates to ``max(steps)`` and needs their arms; both agree at
+  the budget's step count.
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
@@ -79,6 +85,7 @@ from pyro_base.inference.evaluate.pooled import restrict
 from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     ARMS,
     DEFAULT_ARMS,
+    EACH,
     GAINS,
     PREFERRED,
     SELECT,
@@ -133,7 +140,8 @@ def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
 def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
                     device: str, seed: int, n_boot: int, elbo_impl: str | None,
                     workers: int = 1, select_from: Sequence[str] = SELECT_FROM,
-                    select_criterion: str = SELECT_CRITERION) -> None:
+                    select_criterion: str = SELECT_CRITERION,
+                    select_at: int | str | None = None) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -153,10 +161,15 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
     if select_criterion not in CRITERIA:
         raise ValueError(f"select_criterion must be one of {CRITERIA}, got "
                          f"{select_criterion!r}")
+    if select_at is not None and select_at != EACH and (not is_int(select_at)
+                                                         or select_at < 0):
+        raise ValueError(f"select_at must be None (the run's adapt_steps), {EACH!r} or an int "
+                         f">= 0, got {select_at!r}")
     need = [TRANSFER_ARMS[n] for n in select_from]
-    if SELECT in arms and not set(need) <= set(arms):
-        raise ValueError(f"the {SELECT!r} arm chooses between {need} (select_from "
-                         f"{list(select_from)}): ask for them with it, got {list(arms)!r}")
+    if SELECT in arms and select_at == EACH and not set(need) <= set(arms):
+        raise ValueError(f"the {SELECT!r} arm chooses at each step count between {need} "
+                         f"(select_from {list(select_from)}): ask for them with it, got "
+                         f"{list(arms)!r}")
     check_device(device)
     if not is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
@@ -189,77 +202,139 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
                                                           transfer="architecture")}
 
 
+def _adapt_arm(model: Any, guide: Any, state: dict[str, torch.Tensor], task: Task, fi: int,
+               ti: int, *, steps: Sequence[int], seed: int, cfg: Any,
+               support_accuracy: bool) -> dict[str, Any]:
+    """One start adapted to one task with the task's paired seeds: the query accuracy (and
+    support accuracy) after each of ``steps``, the top ops after the last, the seconds."""
+    (xs, ys), (xq, yq) = task.support, task.query
+    model.W.load_state_dict(state)
+    torch.manual_seed(pair_seed(seed, fi, ti, 0))
+    start = time.perf_counter()
+    path, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
+                               temperature=cfg.adapt_temperature, steps=steps)
+    seconds = time.perf_counter() - start
+    accuracy: list[float] = []
+    fit: list[float] = []
+    for k in steps:
+        reads = [(1 + k, xq, yq, accuracy)]
+        if support_accuracy:
+            reads.append((SUPPORT_SLOT + k, xs, ys, fit))
+        for slot, x, y, out in reads:
+            torch.manual_seed(pair_seed(seed, fi, ti, slot))
+            probs = predictive_probs(model, path[k], x, n_classes=task.n_classes,
+                                     temperature=cfg.adapt_temperature,
+                                     num_samples=cfg.num_samples)
+            out.append(float((probs.argmax(-1) == y).float().mean()))
+    return {"accuracy": accuracy, "top_op": top_ops(path[max(steps)], model.space.ops),
+            "adapt_seconds": seconds, **({"support_accuracy": fit} if support_accuracy else {})}
+
+
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
                    task: Task, fi: int, ti: int, *, steps: Sequence[int], seed: int,
                    cfg: Any, support_accuracy: bool = False,
                    select: Sequence[str] | None = None,
-                   select_criterion: str = SELECT_CRITERION,
+                   select_criterion: str = SELECT_CRITERION, select_at: int | str = EACH,
+                   starts: dict[str, dict[str, torch.Tensor]] | None = None,
                    known: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
-    ``select``, arm names, the choice between them per step count). The arms (and the choice)
-    of ``known``, an earlier record of this task at these steps, are taken from it."""
+    ``select``, arm names, the choice between them after ``select_at`` steps, or per step
+    count). The candidates' states are taken from ``states``, else ``starts``; a start
+    chosen once whose arm is not evaluated is adapted for the select arm alone, with the
+    seeds its arm would use. The arms (and the choice) of ``known``, an earlier record of
+    this task at these steps, are taken from it."""
     known = known or {}
     task = task.to(model.W.mu.device)
-    (xs, ys), (xq, yq) = task.support, task.query
+    xs, ys = task.support
     record: dict[str, Any] = {"family": task.family, "task": task.name, "task_index": ti,
                               "n_classes": task.n_classes, "accuracy": {}, "top_op": {},
                               "adapt_seconds": {}}
+    keys = ("accuracy", "top_op", "adapt_seconds") + (
+        ("support_accuracy",) if support_accuracy else ())
     if support_accuracy:
         record["support_accuracy"] = {}
+
+    def have(arm: str) -> bool:
+        return arm in known.get("accuracy", {}) and (
+            not support_accuracy or arm in known.get("support_accuracy", {}))
+
+    def run(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return _adapt_arm(model, guide, state, task, fi, ti, steps=steps, seed=seed, cfg=cfg,
+                          support_accuracy=support_accuracy)
+
     for arm, state in states.items():
-        if arm in known.get("accuracy", {}) and (
-                not support_accuracy or arm in known.get("support_accuracy", {})):
-            for key in ("accuracy", "top_op", "adapt_seconds") + (
-                    ("support_accuracy",) if support_accuracy else ()):
-                record[key][arm] = known[key][arm]
-            continue
-        model.W.load_state_dict(state)
-        torch.manual_seed(pair_seed(seed, fi, ti, 0))
-        start = time.perf_counter()
-        path, _ = guide.adapt_path(xs, ys, n_classes=task.n_classes,
-                                   temperature=cfg.adapt_temperature, steps=steps)
-        record["adapt_seconds"][arm] = time.perf_counter() - start
-        accuracy, fit = [], []
-        for k in steps:
-            reads = [(1 + k, xq, yq, accuracy)]
-            if support_accuracy:
-                reads.append((SUPPORT_SLOT + k, xs, ys, fit))
-            for slot, x, y, out in reads:
-                torch.manual_seed(pair_seed(seed, fi, ti, slot))
-                probs = predictive_probs(model, path[k], x, n_classes=task.n_classes,
-                                         temperature=cfg.adapt_temperature,
-                                         num_samples=cfg.num_samples)
-                out.append(float((probs.argmax(-1) == y).float().mean()))
-        record["accuracy"][arm] = accuracy
-        if support_accuracy:
-            record["support_accuracy"][arm] = fit
-        record["top_op"][arm] = top_ops(path[max(steps)], model.space.ops)
-    sel_known = known.get("selection")
-    if select and sel_known is not None and sel_known["candidates"] == list(select) and \
-            sel_known.get("criterion", "accuracy") == select_criterion:
-        record["adapt_seconds"][SELECT] = known["adapt_seconds"][SELECT]
-        record["selection"] = sel_known
-        chosen = {int(k): v for k, v in sel_known["chosen"].items()}
-        for key in ["accuracy"] + (["support_accuracy"] if support_accuracy else []):
-            record[key][SELECT] = [record[key][chosen[k]][j] for j, k in enumerate(steps)]
-        record["top_op"][SELECT] = record["top_op"][chosen[max(steps)]]
-    elif select:
-        start = time.perf_counter()
-        sel = select_start(model, guide, {a: states[a] for a in select}, xs, ys,
-                           n_classes=task.n_classes, steps=steps,
-                           temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
-                           seed=pair_seed(seed, fi, ti, SELECT_SLOT),
-                           criterion=select_criterion)
-        record["adapt_seconds"][SELECT] = time.perf_counter() - start  # the choice only
-        record["selection"] = sel.to_dict()
-        reads = ["accuracy"] + (["support_accuracy"] if support_accuracy else [])
-        for key in reads:
-            record[key][SELECT] = [record[key][sel.chosen[k]][j] for j, k in enumerate(steps)]
-        record["top_op"][SELECT] = record["top_op"][sel.chosen[max(steps)]]
+        got = {key: known[key][arm] for key in keys} if have(arm) else run(state)
+        for key in keys:
+            record[key][arm] = got[key]
+    if select:
+        candidates = {a: states[a] if a in states else (starts or {})[a] for a in select}
+        selection = reuse_selection(known.get("selection"), select, select_criterion, select_at)
+        if selection is not None:
+            seconds = known["adapt_seconds"][SELECT]
+        else:
+            start = time.perf_counter()
+            sel = select_start(model, guide, candidates, xs, ys, n_classes=task.n_classes,
+                               steps=steps if select_at == EACH else [select_at],
+                               temperature=cfg.adapt_temperature,
+                               num_samples=cfg.num_samples,
+                               seed=pair_seed(seed, fi, ti, SELECT_SLOT),
+                               criterion=select_criterion)
+            seconds = time.perf_counter() - start  # the choice
+            selection = sel.to_dict() | ({} if select_at == EACH else {"select_at": select_at})
+        record["selection"] = selection
+        chosen = chosen_arms(selection, steps)
+        if select_at == EACH:  # every candidate's arm is evaluated
+            got = {key: [record[key][chosen[k]][j] for j, k in enumerate(steps)]
+                   for key in keys if key not in ("top_op", "adapt_seconds")}
+            got["top_op"] = record["top_op"][chosen[max(steps)]]
+        else:
+            arm = chosen[steps[0]]
+            if arm in record["accuracy"]:
+                got = {key: record[key][arm] for key in keys}
+            elif have(arm):
+                got = {key: known[key][arm] for key in keys}
+            elif have(SELECT) and known["selection"].get("select_at") == select_at:
+                got = {key: known[key][SELECT] for key in keys}
+            else:
+                got = run(candidates[arm])
+                seconds += got["adapt_seconds"]  # the choice and the chosen start's steps
+        got["adapt_seconds"] = seconds
+        for key in keys:
+            record[key][SELECT] = got[key]
     preferred = PREFERRED.get(task.family)
     record["matches_preference"] = (None if preferred is None or "meta" not in states else
                                     record["top_op"]["meta"].get("normal") in preferred)
     return record
+
+
+def chosen_arms(selection: dict[str, Any], steps: Sequence[int]) -> dict[int, str]:
+    """Per step count of ``steps``, the arm a task's ``selection`` record starts from: the
+    choice at that step count, or, where the record chose once (``select_at``), that one."""
+    chosen = {int(k): v for k, v in selection["chosen"].items()}
+    at = selection.get("select_at", EACH)
+    return {k: chosen[k if at == EACH else int(at)] for k in steps}
+
+
+def reuse_selection(known: dict[str, Any] | None, select: Sequence[str], criterion: str,
+                    select_at: int | str) -> dict[str, Any] | None:
+    """An earlier ``selection`` record that answers this choice (the same candidates and
+    criterion, made at ``select_at``), or ``None``. A choice at every step count answers a
+    choice at one of them: the candidates' paths are the same (an adaptation to ``k`` steps
+    is the first ``k`` steps of a longer one), and only that step count is kept."""
+    if known is None or known["candidates"] != list(select) or \
+            known.get("criterion", "accuracy") != criterion:
+        return None
+    at = known.get("select_at", EACH)
+    if at == select_at:
+        return known
+    if at != EACH or select_at == EACH or str(select_at) not in known["chosen"]:
+        return None
+    j = known["steps"].index(int(select_at))
+    return {**known, "steps": [int(select_at)],
+            "chosen": {str(select_at): known["chosen"][str(select_at)]},
+            **{key: {a: [v[j]] for a, v in known[key].items()}
+               for key in ("heldout_accuracy", "heldout_loglik")},
+            "select_at": int(select_at)}
 
 
 @dataclass
@@ -275,14 +350,18 @@ class _Setup:
     elbo_impl: str
     select: tuple[str, ...] | None = None
     select_criterion: str = SELECT_CRITERION
+    select_at: int | str = EACH
+    starts: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
            elbo_impl: str | None, sharpness: float | None = None,
            select_from: Sequence[str] = SELECT_FROM,
-           select_criterion: str = SELECT_CRITERION) -> _Setup:
+           select_criterion: str = SELECT_CRITERION,
+           select_at: int | str | None = None) -> _Setup:
     """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
-    resolved as :func:`evaluate_run` says; ``sharpness`` ``None``: the run's own)."""
+    resolved as :func:`evaluate_run` says; ``sharpness`` and ``select_at`` ``None``: the
+    run's own ``adapt_sharpness`` and ``adapt_steps``)."""
     dev = resolve_device(device)
     model, _, cfg, state = load_trained(run_path, device=dev, sharpness=sharpness)
     if elbo_impl is None:
@@ -295,11 +374,13 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
                 pass
     guide = build_guide(cfg.replace(elbo_impl=elbo_impl), model)
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
-    states = {a: s for a, s in _arm_states(cfg, meta, dev).items() if a in arms}
+    every = _arm_states(cfg, meta, dev)
+    states = {a: s for a, s in every.items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
     select = tuple(TRANSFER_ARMS[n] for n in select_from) if SELECT in arms else None
     return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select,
-                  select_criterion)
+                  select_criterion, int(cfg.adapt_steps) if select_at is None else select_at,
+                  {a: every[a] for a in select} if select else None)
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
@@ -316,7 +397,8 @@ def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int, ti: int,
     task = list(s.by_family.values())[fi][ti]
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
                           cfg=s.cfg, support_accuracy=support_accuracy, select=s.select,
-                          select_criterion=s.select_criterion, known=known)
+                          select_criterion=s.select_criterion, select_at=s.select_at,
+                          starts=s.starts, known=known)
 
 
 # what an earlier evaluation must share with this one for its arms to be taken as they are
@@ -362,6 +444,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  sharpness: float | None = None,
                  select_from: Sequence[str] = SELECT_FROM,
                  select_criterion: str = SELECT_CRITERION,
+                 select_at: int | str | None = None,
                  reuse: dict[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
@@ -382,6 +465,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``), and
         ``select_criterion`` the held-out score it maximises (``"accuracy"`` or
         ``"loglik"``). Both recorded in the settings.
+    :param select_at: the step count after which the ``select`` arm chooses, once per task,
+        the start its whole curve reads (``None``: the run's ``adapt_steps``, the budget
+        ``pyro-base adapt`` chooses for by default), or ``"each"``: a choice at every step
+        count of ``steps``, which adapts the candidates to ``max(steps)``. Recorded in the
+        settings as the step count or ``"each"``.
     :param reuse: an earlier evaluation of this run (``evaluation.json`` as read): the arms
         (and the choice of ``select``) its records hold are taken from it where its settings
         allow (:func:`known_records`), the others computed; each arm's numbers depend only on
@@ -390,15 +478,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
     _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers,
-                    select_from, select_criterion)
+                    select_from, select_criterion, select_at)
     select_from = list(select_from)
+    select_at = select_at if select_at is None or select_at == EACH else int(select_at)
     steps, arms = sorted(int(s) for s in steps), list(arms)
     run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
     dev = resolve_device(device)
     start = time.perf_counter()
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
                elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from,
-               select_criterion=select_criterion)
+               select_criterion=select_criterion, select_at=select_at)
     digest = state_digest(s.model.W.state_dict())  # the meta arm's start
     known = known_records(reuse, {"seed": seed, "elbo_impl": s.elbo_impl,
                                   "adapt_temperature": s.cfg.adapt_temperature,
@@ -416,7 +505,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     if workers > 1:
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
                         "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness,
-                        "select_from": select_from, "select_criterion": select_criterion}
+                        "select_from": select_from, "select_criterion": select_criterion,
+                        "select_at": s.select_at}
         records = evaluate_parallel(units, workers, setup=_worker_context,
                                     setup_args=(str(run.path), setup_kwargs, steps, seed,
                                                 support_accuracy),
@@ -426,7 +516,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         records = [_evaluate_task(s.model, s.guide, s.states, tasks[fi][ti], fi, ti,
                                   steps=steps, seed=seed, cfg=s.cfg,
                                   support_accuracy=support_accuracy, select=s.select,
-                                  select_criterion=s.select_criterion, known=k)
+                                  select_criterion=s.select_criterion,
+                                  select_at=s.select_at, starts=s.starts, known=k)
                    for fi, ti, k in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
@@ -438,8 +529,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "families": list(s.by_family), "workers": workers,
                 "support_accuracy": support_accuracy, "start_digest": digest,
                 "reused": sum(k is not None for _, _, k in units),
-                **({"select_from": select_from, "select_criterion": select_criterion}
-                   if SELECT in arms else {})}
+                **({"select_from": select_from, "select_criterion": select_criterion,
+                    "select_at": s.select_at} if SELECT in arms else {})}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)

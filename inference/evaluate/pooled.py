@@ -83,7 +83,10 @@ def restrict(evaluation: dict[str, Any], *, steps: Sequence[int] | None = None,
 
 
 def _restrict_selection(sel: dict[str, Any], steps: list[int]) -> dict[str, Any]:
-    """A task's ``selection`` record (arm ``select``) at the step counts ``steps`` only."""
+    """A task's ``selection`` record (arm ``select``) at the step counts ``steps`` only (one
+    that chose once, at ``select_at``, as it is)."""
+    if "select_at" in sel:
+        return sel
     keep = [sel["steps"].index(k) for k in steps]
     return {**sel, "steps": steps, "chosen": {str(k): sel["chosen"][str(k)] for k in steps},
             **{key: {a: [v[i] for i in keep] for a, v in sel[key].items()}
@@ -135,7 +138,8 @@ def _check_same_protocol(evaluations: Sequence[dict[str, Any]]) -> tuple[list[in
         chosen_from = {select_rule(e["settings"]) for e in evaluations}
         if len(chosen_from) > 1:
             raise ValueError(f"the evaluations' {SELECT!r} arms choose between different "
-                             f"starts or by different criteria: {sorted(chosen_from)}")
+                             "starts, by different criteria or at different step counts: "
+                             f"{sorted(chosen_from, key=str)}")
     return list(first["steps"]), arms
 
 

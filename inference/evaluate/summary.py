@@ -34,12 +34,15 @@ GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          (SELECT, "untrained"), (SELECT, "meta"))
 
 
-def select_rule(settings: dict[str, Any]) -> tuple[tuple[str, ...], str]:
-    """The starts an evaluation's ``select`` arm chose between and its criterion (an
-    evaluation written before they were recorded chose between ``all`` and ``none`` by
-    accuracy)."""
+EACH = "each"  # the select arm chooses again at every step count of the curve
+
+
+def select_rule(settings: dict[str, Any]) -> tuple[tuple[str, ...], str, int | str]:
+    """The starts an evaluation's ``select`` arm chose between, its criterion and the step
+    count it chose at (:data:`EACH`: at every step count). An evaluation written before they
+    were recorded chose between ``all`` and ``none`` by accuracy at each step count."""
     return (tuple(settings.get("select_from", ("all", "none"))),
-            settings.get("select_criterion", "accuracy"))
+            settings.get("select_criterion", "accuracy"), settings.get("select_at", EACH))
 
 
 # the ops each procedural family was designed to favour (pyro_base/tasks/procedural.py)
