@@ -572,6 +572,18 @@ def test_select_alone_adapts_only_the_chosen_start_as_its_arm_would(tmp_path):
     again = evaluate_run(Path(shutil.copytree(path, tmp_path / "again")),
                          arms=("untrained", "select"), reuse=alone.to_dict(), **kwargs)
     assert again.settings["reused"] == 4 and _numbers(again.tasks) == _numbers(alone.tasks)
+    # another choice (other candidates) is made afresh: the earlier select arm's numbers
+    # (marked here) are not read for it, even where it chooses a start no arm evaluates
+    marked = json.loads(json.dumps(alone.to_dict()))
+    for t in marked["tasks"]:
+        t["accuracy"]["select"] = [-1.0] * len(t["accuracy"]["select"])
+    kwargs["select_from"] = ("all", "none")
+    other = evaluate_run(Path(shutil.copytree(path, tmp_path / "other")),
+                         arms=("untrained", "select"), reuse=marked, **kwargs)
+    fresh = evaluate_run(Path(shutil.copytree(path, tmp_path / "fresh")),
+                         arms=("untrained", "select"), **kwargs)
+    assert _numbers(other.tasks) == _numbers(fresh.tasks)
+    assert any(t["selection"]["chosen"]["1"] == "meta" for t in fresh.tasks)
 
 
 def _numbers(records: list[dict]) -> list[dict]:

@@ -269,6 +269,7 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
     if select:
         candidates = {a: states[a] if a in states else (starts or {})[a] for a in select}
         selection = reuse_selection(known.get("selection"), select, select_criterion, select_at)
+        same_choice = selection is not None and selection is known.get("selection")
         if selection is not None:
             seconds = known["adapt_seconds"][SELECT]
         else:
@@ -293,7 +294,7 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
                 got = {key: record[key][arm] for key in keys}
             elif have(arm):
                 got = {key: known[key][arm] for key in keys}
-            elif have(SELECT) and known["selection"].get("select_at") == select_at:
+            elif have(SELECT) and same_choice:  # its own adaptation, made before
                 got = {key: known[key][SELECT] for key in keys}
             else:
                 got = run(candidates[arm])
