@@ -81,7 +81,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyro_base.inference.evaluate.pooled import restrict
+from pyro_base.inference.evaluate.pooled import restrict, restrict_selection
 from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     ARMS,
     DEFAULT_ARMS,
@@ -330,12 +330,7 @@ def reuse_selection(known: dict[str, Any] | None, select: Sequence[str], criteri
         return known
     if at != EACH or select_at == EACH or str(select_at) not in known["chosen"]:
         return None
-    j = known["steps"].index(int(select_at))
-    return {**known, "steps": [int(select_at)],
-            "chosen": {str(select_at): known["chosen"][str(select_at)]},
-            **{key: {a: [v[j]] for a, v in known[key].items()}
-               for key in ("heldout_accuracy", "heldout_loglik")},
-            "select_at": int(select_at)}
+    return restrict_selection(known, [int(select_at)]) | {"select_at": int(select_at)}
 
 
 @dataclass

@@ -75,14 +75,14 @@ def restrict(evaluation: dict[str, Any], *, steps: Sequence[int] | None = None,
              if tasks_per_family is None or t["task_index"] < tasks_per_family]
     tasks = [{**t, **{key: {a: [v[i] for i in keep] for a, v in t[key].items()}
                       for key in ("accuracy", "support_accuracy") if key in t},
-              **({"selection": _restrict_selection(t["selection"], steps)}
+              **({"selection": restrict_selection(t["selection"], steps)}
                  if "selection" in t else {})}
              for t in tasks]
     return {**evaluation, "settings": {**evaluation["settings"], "steps": steps},
             "tasks": tasks}
 
 
-def _restrict_selection(sel: dict[str, Any], steps: list[int]) -> dict[str, Any]:
+def restrict_selection(sel: dict[str, Any], steps: list[int]) -> dict[str, Any]:
     """A task's ``selection`` record (arm ``select``) at the step counts ``steps`` only (one
     that chose once, at ``select_at``, as it is)."""
     if "select_at" in sel:
