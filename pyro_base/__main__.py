@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "meta-svi": ("meta_svi", "meta-train BASE across tasks, then adapt to held-out tasks"),
     "adapt": ("adapt", "adapt a saved meta-prior to a task: posterior, cell, curve, cost"),
     "evaluate": ("evaluate", "paired held-out evaluation of a meta-training run"),
+    "agreement": ("agreement", "where a run's meta-step disagreement comes from: seeds, "
+                               "tasks, families"),
     "search": ("search", "architecture search on one task (BASE, DARTS, SNAS, random)"),
     "train": ("train", "train a genotype from scratch and report its accuracy"),
     "plot": ("plot", "draw the posterior and training plots of a run directory"),

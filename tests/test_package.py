@@ -122,7 +122,7 @@ def test_cli_splits_are_the_tasks_splits():
 
 
 @pytest.mark.parametrize("command", ["meta-svi", "adapt", "evaluate", "search", "train", "plot",
-                                     "bench", "fuzz",
+                                     "bench", "fuzz", "agreement",
                                      "experiment"])
 def test_command_help_does_not_import_torch(command):
     """``--help`` builds the parser only: torch and Pyro (seconds to import) stay unloaded."""
