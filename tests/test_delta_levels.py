@@ -175,3 +175,22 @@ def test_command_changes_the_inner_loop_and_writes_where_told(run_dir, tmp_path,
     assert "KEY one of" in capsys.readouterr().err
     assert cli([str(run_dir), "--inner", "inner_optimizer=rmsprop"]) == 2
     assert "inner_optimizer" in capsys.readouterr().err
+
+
+def test_train_tasks_of_a_source_without_families_are_drawn_per_family():
+    from types import SimpleNamespace
+
+    from pyro_base.inference.run.agreement import train_tasks
+
+    class Drawn:
+        """A source that only samples: family "a" three times as often as "b"."""
+
+        def sample(self, split, rng):
+            assert split == "train"
+            family = "a" if rng.random() < 0.75 else "b"
+            return SimpleNamespace(family=family, name=f"{family}/{rng.integers(10**9)}")
+
+    tasks = train_tasks(Drawn(), 3, seed=5)
+    assert sorted(t.family for t in tasks) == ["a"] * 3 + ["b"] * 3
+    assert [t.name for t in tasks] == [t.name for t in train_tasks(Drawn(), 3, seed=5)]
+    assert [t.name for t in tasks] != [t.name for t in train_tasks(Drawn(), 3, seed=6)]
