@@ -14,7 +14,9 @@ three kinds of pairs (the same task under two seeds, two tasks of one family, tw
 with 95% bootstrap intervals over tasks; ``rho``, the expected cosine of two tasks of a
 meta-step; and the tasks per meta-step at which ``metrics.jsonl``'s agreement ``ratio`` would
 reach twice its value for independent tasks. Writes ``RUN_DIR/agreement/agreement.json``. See
-:mod:`pyro_base.inference.vi.delta_levels`.
+:mod:`pyro_base.inference.vi.delta_levels`. The contributions are always Reptile's (with the
+run's ``arch_update`` and ``weight_update``): for a ``--mode maml`` run, what its inner loop
+would add to a Reptile step, not its query gradients.
 """
 
 from __future__ import annotations
