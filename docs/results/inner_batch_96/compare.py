@@ -29,7 +29,7 @@ def main() -> None:
             rows = [t for t in cand["tasks"] if t["family"] == fam]
             other = [by_task[(t["family"], t["task_index"])] for t in rows]
             d = np.array([[t["accuracy"][arm][i] - b["accuracy"][arm][bsteps.index(s)]
-                           for i, s in enumerate(steps)] for t, b in zip(rows, other)])
+                           for i, s in enumerate(steps)] for t, b in zip(rows, other, strict=True)])
             m, lo, hi = bootstrap_interval(d, seed=[0, fi])
             acc = np.array([t["accuracy"][arm] for t in rows]).mean(0)
             if arm == "select":
