@@ -194,3 +194,11 @@ def test_train_tasks_of_a_source_without_families_are_drawn_per_family():
     assert sorted(t.family for t in tasks) == ["a"] * 3 + ["b"] * 3
     assert [t.name for t in tasks] == [t.name for t in train_tasks(Drawn(), 3, seed=5)]
     assert [t.name for t in tasks] != [t.name for t in train_tasks(Drawn(), 3, seed=6)]
+
+
+def test_the_commands_lists_are_the_librarys():
+    """The command keeps its own copies so that ``--help`` imports no torch."""
+    from pyro_base.inference.commands import agreement as command
+    from pyro_base.inference.run import agreement as library
+
+    assert command.STARTS == library.STARTS and command.INNER_KEYS == library.INNER_KEYS

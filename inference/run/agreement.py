@@ -28,7 +28,6 @@ from pyro_base.checkpoint import CheckpointError, load_checkpoint
 from pyro_base.inference.run.config import MetaConfig
 from pyro_base.inference.run.factory import (
     build_guide,
-    build_meta_svi,
     build_model,
     build_space,
     build_tasks,
@@ -36,6 +35,7 @@ from pyro_base.inference.run.factory import (
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
 from pyro_base.inference.vi.delta_levels import KINDS, delta_levels, task_deltas
 from pyro_base.inference.vi.diagnostics import parameter_groups
+from pyro_base.models.temperature import make_schedule
 from pyro_base.tasks.base import Task, TaskDistribution
 
 STARTS = ("initial", "final")
@@ -89,7 +89,8 @@ def agreement_levels(run_dir: str | os.PathLike, *, starts: tuple[str, ...] = ST
     space = build_space(cfg)
     model = build_model(cfg, space, device=device)
     guide = build_guide(cfg, model)
-    svi = build_meta_svi(cfg.replace(meta_workers=1), model, guide)
+    schedule = make_schedule(cfg.tau_schedule, start=cfg.tau_start, end=cfg.tau_end,
+                             steps=cfg.steps)
     state = load_checkpoint(run / CHECKPOINT, space=space, map_location=device)
     Ws = {"initial": {k: v.detach().clone() for k, v in model.W.state_dict().items()}}
     try:
@@ -105,13 +106,13 @@ def agreement_levels(run_dir: str | os.PathLike, *, starts: tuple[str, ...] = ST
         **{k: getattr(cfg, k) for k in INNER_KEYS}, "tasks_per_step": cfg.tasks_per_step}}
     for start in starts:
         model.W.load_state_dict(Ws[start])
-        tau = float(svi.temperature(0 if start == "initial" else max(cfg.steps - 1, 0)))
+        tau = float(schedule(0 if start == "initial" else max(cfg.steps - 1, 0)))
         deltas = task_deltas(model, guide, tasks, seeds=seeds, tau=tau, seed=seed,
                              arch_update=cfg.arch_update, weight_update=cfg.weight_update,
                              progress=progress)
-        result[start] = {"temperature": tau,
-                      "groups": delta_levels(deltas, [t.family for t in tasks], groups,
-                                             n_boot=n_boot, seed=seed)}
+        levels = delta_levels(deltas, [t.family for t in tasks], groups, n_boot=n_boot,
+                              seed=seed)
+        result[start] = {"temperature": tau, "groups": levels}
     result["seconds"] = time.perf_counter() - t0
     folder = RunDir(run / OUT if out is None else Path(out))
     path = folder.write_json("agreement.json", result)
