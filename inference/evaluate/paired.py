@@ -267,7 +267,7 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         for key in keys:
             record[key][arm] = got[key]
     if select:
-        candidates = {a: states[a] if a in states else (starts or {})[a] for a in select}
+        candidates = {a: (states if starts is None else starts)[a] for a in select}
         selection = reuse_selection(known.get("selection"), select, select_criterion, select_at)
         same_choice = selection is not None and selection is known.get("selection")
         if selection is not None:
@@ -458,7 +458,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         logits adapts from (:func:`~pyro_base.inference.run.factory.sharpen_architecture`);
         ``None``: the run's ``adapt_sharpness``. Recorded in the settings.
     :param select_from: the starts the ``select`` arm chooses between, the preferred first
-        (names of :data:`TRANSFER_ARMS`; their arms must be among ``arms``), and
+        (names of :data:`TRANSFER_ARMS`; with ``select_at="each"`` their arms must be among
+        ``arms``), and
         ``select_criterion`` the held-out score it maximises (``"accuracy"`` or
         ``"loglik"``). Both recorded in the settings.
     :param select_at: the step count after which the ``select`` arm chooses, once per task,
