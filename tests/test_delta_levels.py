@@ -148,6 +148,20 @@ def test_command_writes_both_starts_and_prints_the_table(run_dir, capsys):
     assert data["initial"]["groups"]["mu_features"] != data["final"]["groups"]["mu_features"]
 
 
+def test_command_in_worker_processes_gives_the_same_result(run_dir, tmp_path, capsys):
+    args = [str(run_dir), "--tasks-per-family", "2", "--seeds", "2", "--n-boot", "50",
+            "--starts", "final", "--no-progress"]
+    assert cli([*args, "--out", str(tmp_path / "one")]) == 0
+    assert cli([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = (json.loads((tmp_path / d / "agreement.json").read_text())
+                for d in ("one", "two"))
+    assert two["settings"]["workers"] == 2 and one["settings"]["workers"] == 1
+    assert one["final"] == two["final"]  # float for float
+    capsys.readouterr()
+    assert cli([*args, "--workers", "0"]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err
+
+
 def test_command_refuses_bad_input_by_name(run_dir, tmp_path, capsys):
     assert cli([str(tmp_path / "none")]) == 2
     assert "lacks ['config.yaml', 'checkpoint.pt']" in capsys.readouterr().err

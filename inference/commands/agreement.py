@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/agreement.py runs/my_run                       # 4 tasks x 3 seeds per family
+    python scripts/agreement.py runs/my_run --workers 2           # the same, in 2 processes
     python scripts/agreement.py runs/my_run --tasks-per-family 8 --starts final
     # the same W with another inner loop (no new meta-training): full-batch inner steps
     python scripts/agreement.py runs/my_run --inner inner_batch=96 --out runs/my_run/agree_b96
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of agreement.json (none: RUN_DIR/agreement)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inner loops and bootstrap")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of tasks")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes adapting a seed's tasks (CPU only); each of the N processes "
+                        "uses one torch thread (as does a single process here), and the "
+                        "results equal a single process's exactly")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_common_arguments(p, config_file=False)
     return p
@@ -71,18 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
     from pyro_base.checkpoint import CheckpointError
     from pyro_base.inference.run.agreement import agreement_levels, format_levels
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in every worker: --workers N gives the same floats as 1
     try:
         result = agreement_levels(args.run_dir, starts=tuple(args.starts),
                                   tasks_per_family=args.tasks_per_family, seeds=args.seeds,
                                   seed=args.seed, n_boot=args.n_boot, device=args.device,
-                                  progress=args.progress, inner=dict(args.inner),
-                                  out=args.out)
+                                  workers=args.workers, progress=args.progress,
+                                  inner=dict(args.inner), out=args.out)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
     print(format_levels(result))
     print(f"\nwrote {result['path']} ({result['seconds']:.0f} s)")
     return 0

@@ -9,7 +9,7 @@ without meta-training again) at the temperature of the first (last) meta-step, a
 
 Usage::
 
-    result = agreement_levels("runs/x", tasks_per_family=8, seeds=3)
+    result = agreement_levels("runs/x", tasks_per_family=8, seeds=3, workers=2)
     result["final"]["groups"]["mu_features"]["task"]["cos"]
     print(format_levels(result))
     agreement_levels("runs/x", inner={"inner_batch": 96}, out="runs/x/agreement_b96")
@@ -17,12 +17,14 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pyro_base.checkpoint import CheckpointError, load_checkpoint
 from pyro_base.inference.run.config import MetaConfig
@@ -35,6 +37,7 @@ from pyro_base.inference.run.factory import (
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
 from pyro_base.inference.vi.delta_levels import KINDS, delta_levels, task_deltas
 from pyro_base.inference.vi.diagnostics import parameter_groups
+from pyro_base.inference.vi.task_pool import TaskPool
 from pyro_base.models.temperature import make_schedule
 from pyro_base.tasks.base import Task, TaskDistribution
 
@@ -64,12 +67,13 @@ def train_tasks(source: TaskDistribution, n: int, *, seed: int = 0) -> list[Task
 
 def agreement_levels(run_dir: str | os.PathLike, *, starts: tuple[str, ...] = STARTS,
                      tasks_per_family: int = 4, seeds: int = 3, seed: int = 0,
-                     n_boot: int = 2000, device: str = "cpu",
+                     n_boot: int = 2000, device: str = "cpu", workers: int = 1,
                      progress: bool = False, inner: dict[str, Any] | None = None,
                      out: str | os.PathLike | None = None) -> dict[str, Any]:
     """The decomposition at each of ``starts``, written to ``out`` (default
     ``RUN_DIR/agreement``); ``inner`` replaces settings of the run's inner loop
-    (:data:`INNER_KEYS`)."""
+    (:data:`INNER_KEYS`); ``workers > 1`` adapts a seed's tasks in that many processes (on
+    the CPU; the same floats as one process with one torch thread)."""
     run = Path(run_dir)
     missing = [n for n in (CONFIG, CHECKPOINT) if not (run / n).is_file()]
     if missing:
@@ -80,6 +84,8 @@ def agreement_levels(run_dir: str | os.PathLike, *, starts: tuple[str, ...] = ST
         raise ValueError(f"starts must be some of {STARTS}, got {list(starts)}")
     if tasks_per_family < 2:
         raise ValueError(f"tasks_per_family must be >= 2 (pairs of tasks), got {tasks_per_family}")
+    if workers < 1 or (workers > 1 and torch.device(device).type != "cpu"):
+        raise ValueError(f"workers must be >= 1, and 1 off the CPU; got {workers} on {device}")
     t0 = time.perf_counter()
     inner = dict(inner or {})
     unknown = sorted(set(inner) - set(INNER_KEYS))
@@ -103,16 +109,19 @@ def agreement_levels(run_dir: str | os.PathLike, *, starts: tuple[str, ...] = ST
     result: dict[str, Any] = {"settings": {
         "tasks_per_family": tasks_per_family, "seeds": seeds, "seed": seed, "n_boot": n_boot,
         "families": list(dict.fromkeys(t.family for t in tasks)), "inner": inner,
-        **{k: getattr(cfg, k) for k in INNER_KEYS}, "tasks_per_step": cfg.tasks_per_step}}
-    for start in starts:
-        model.W.load_state_dict(Ws[start])
-        tau = float(schedule(0 if start == "initial" else max(cfg.steps - 1, 0)))
-        deltas = task_deltas(model, guide, tasks, seeds=seeds, tau=tau, seed=seed,
-                             arch_update=cfg.arch_update, weight_update=cfg.weight_update,
-                             progress=progress)
-        levels = delta_levels(deltas, [t.family for t in tasks], groups, n_boot=n_boot,
-                              seed=seed)
-        result[start] = {"temperature": tau, "groups": levels}
+        **{k: getattr(cfg, k) for k in INNER_KEYS}, "tasks_per_step": cfg.tasks_per_step,
+        "workers": workers}}
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(TaskPool(guide, workers=workers)) if workers > 1 else None
+        for start in starts:
+            model.W.load_state_dict(Ws[start])
+            tau = float(schedule(0 if start == "initial" else max(cfg.steps - 1, 0)))
+            deltas = task_deltas(model, guide, tasks, seeds=seeds, tau=tau, seed=seed,
+                                 arch_update=cfg.arch_update, weight_update=cfg.weight_update,
+                                 progress=progress, pool=pool)
+            levels = delta_levels(deltas, [t.family for t in tasks], groups, n_boot=n_boot,
+                                  seed=seed)
+            result[start] = {"temperature": tau, "groups": levels}
     result["seconds"] = time.perf_counter() - t0
     folder = RunDir(run / OUT if out is None else Path(out))
     path = folder.write_json("agreement.json", result)

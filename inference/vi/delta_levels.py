@@ -25,6 +25,8 @@ twice contributes its seed pairs twice and no pair with itself).
 Usage::
 
     deltas = task_deltas(model, guide, tasks, seeds=3, tau=0.5)   # [task][seed] -> {name: t}
+    with TaskPool(guide, workers=2) as pool:                      # the same, in 2 processes
+        deltas = task_deltas(model, guide, tasks, seeds=3, tau=0.5, pool=pool)
     out = delta_levels(deltas, [t.family for t in tasks], parameter_groups(model.spec, cells))
     out["mu_features"]["task"]   # {"cos": .., "lo": .., "hi": ..}
 """
@@ -41,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
+from pyro_base.inference.vi.task_pool import TaskPool
 from pyro_base.inference.vi.task_updates import StepContext, task_update
 from pyro_base.models.base_model import BASEModel
 from pyro_base.tasks.base import Task
@@ -51,30 +54,34 @@ KINDS = ("seed", "task", "family")
 def task_deltas(model: BASEModel, guide: OptimizationEmbeddingGuide, tasks: Sequence[Task], *,
                 seeds: int, tau: float, seed: int = 0, arch_update: str = "reptile",
                 weight_update: str = "reptile", progress: bool = False,
-                ) -> list[list[dict[str, torch.Tensor]]]:
+                pool: TaskPool | None = None) -> list[list[dict[str, torch.Tensor]]]:
     """Each task's Reptile contribution from ``model``'s ``W`` under ``seeds`` inner-loop
     seeds: ``out[i][r]`` is what task ``i`` adds to a meta-step numbered ``r`` as its ``i``-th
     task (:func:`~pyro_base.inference.vi.task_updates.task_update`, seeded by
-    ``(seed, r, i)``), by name of ``W``. ``W`` is left as it was."""
+    ``(seed, r, i)``), by name of ``W``. ``W`` is left as it was. With ``pool`` (a
+    :class:`~pyro_base.inference.vi.task_pool.TaskPool` of ``guide``), the tasks of a seed are
+    adapted in its worker processes: the same floats as here with one torch thread."""
     if seeds < 2:
         raise ValueError(f"seeds must be >= 2 (pairs of one task), got {seeds}")
-    out: list[list[dict[str, torch.Tensor]]] = []
+    by_seed: list[list[dict[str, torch.Tensor]]] = []
     bar = tqdm(total=len(tasks) * seeds, desc="adapting", disable=not progress)
-    for i, task in enumerate(tasks):
-        row = []
-        for r in range(seeds):
-            acc = {n: torch.zeros_like(p) for n, p in model.W.named_tensors().items()}
-            found: list[dict[str, torch.Tensor]] = []
-            ctx = StepContext(model=model, guide=guide, mode="reptile", inner_grad="first",
-                              seed=seed, log_query=False, step=r, tau=tau, acc=acc,
-                              deltas=found, on_bad=_raise_bad, arch_update=arch_update,
-                              weight_update=weight_update)
-            task_update(ctx, task, i, len(tasks))
-            row.append(found[0])
-            bar.update()
-        out.append(row)
+    for r in range(seeds):
+        acc = {n: torch.zeros_like(p) for n, p in model.W.named_tensors().items()}
+        found: list[dict[str, torch.Tensor]] = []
+        ctx = StepContext(model=model, guide=guide, mode="reptile", inner_grad="first",
+                          seed=seed, log_query=False, step=r, tau=tau, acc=acc, deltas=found,
+                          on_bad=_raise_bad, arch_update=arch_update,
+                          weight_update=weight_update)
+        if pool is not None:
+            pool.updates(ctx, list(enumerate(tasks)))
+            bar.update(len(tasks))
+        else:
+            for i, task in enumerate(tasks):
+                task_update(ctx, task, i, len(tasks))
+                bar.update()
+        by_seed.append(found)
     bar.close()
-    return out
+    return [[by_seed[r][i] for r in range(seeds)] for i in range(len(tasks))]
 
 
 def _raise_bad(step: int, task: Task, losses: list[float]) -> None:
