@@ -76,6 +76,24 @@ def test_pooled_gain_is_the_mean_over_runs_and_tasks():
         pool_evaluations([evaluation(0, 0.1), other])
 
 
+def test_format_pooled_prints_every_gain_the_arms_have():
+    from pyro_base.inference.evaluate.pooled import format_pooled
+
+    runs = []
+    for seed, shift in ((0, 0.1), (1, 0.3)):
+        e = evaluation(seed, 0.0)
+        for t in e["tasks"]:  # the default pipeline's arms: untrained and select
+            t["accuracy"] = {"untrained": t["accuracy"]["untrained"],
+                             "select": [a + shift for a in t["accuracy"]["untrained"]]}
+        e["settings"]["arms"] = ["untrained", "select"]
+        runs.append(e)
+    text = format_pooled(pool_evaluations(runs, n_boot=200))
+    assert "mean gain select over untrained" in text and "meta over untrained" not in text
+    assert "| motif | +0.200 [" in text  # (0.1 + 0.3) / 2 over 4 tasks each
+    both = format_pooled(pool_evaluations([evaluation(0, 0.1), evaluation(1, 0.1)], n_boot=50))
+    assert "mean gain meta over untrained" in both and "| colour | +0.100 [+0.100, +0.100]" in both
+
+
 def test_comparison_pairs_by_seed_and_task():
     base = [evaluation(0, 0.1), evaluation(1, 0.2)]
     cand = [evaluation(1, 0.5, name="c"), evaluation(0, 0.1, name="c")]  # any order

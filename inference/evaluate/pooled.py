@@ -225,11 +225,19 @@ def _table(title: str, steps: list[int], rows: dict[str, dict[str, list[float]] 
 
 
 def format_pooled(pooled: dict[str, Any]) -> str:
-    """A markdown table of the pooled gain of the meta-prior over the untrained start."""
-    return _table(f"pooled over {len(pooled['runs'])} runs (seeds {pooled['run_seeds']}): mean "
-                  f"gain of meta over untrained, 95% two-level bootstrap interval (runs, then "
-                  f"tasks)", pooled["steps"],
-                  {f: s["gains"].get("meta-untrained") for f, s in pooled["families"].items()})
+    """Markdown tables of the pooled paired gains, one per gain the pooled arms have (e.g. the
+    meta-prior over the untrained start; the default pipeline's ``select`` over it)."""
+    names = [f"{a}-{b}" for a, b in GAINS
+             if any(f"{a}-{b}" in s["gains"] for s in pooled["families"].values())]
+    if not names:
+        return (f"pooled over {len(pooled['runs'])} runs: no paired gain (arms "
+                f"{pooled['arms']})")
+    return "\n\n".join(
+        _table(f"pooled over {len(pooled['runs'])} runs (seeds {pooled['run_seeds']}): mean "
+               f"gain {name.replace('-', ' over ')}, 95% two-level bootstrap interval (runs, "
+               f"then tasks)", pooled["steps"],
+               {f: s["gains"].get(name) for f, s in pooled["families"].items()})
+        for name in names)
 
 
 def format_comparison(diff: dict[str, Any]) -> str:
