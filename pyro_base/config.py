@@ -19,6 +19,9 @@ Usage::
 
     cfg = MyConfig.from_yaml("run.yaml", steps=10)     # flags override the file
     cfg.to_yaml("run/config.yaml")
+
+Settings files are read with :func:`load_yaml`: YAML's safe loader, except that ``1e-3`` is
+the float it looks like (YAML 1.2), where PyYAML's YAML 1.1 rules read it as a string.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -34,6 +38,22 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C", bound="Config")
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2's floats: a mantissa without a dot (``1e-3``, ``3E5``)
+    and an exponent without a sign (``1.0e3``) are floats."""
+
+
+_Loader.add_implicit_resolver(  # copies SafeLoader's resolvers first: SafeLoader is untouched
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"""),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` parsed as YAML by the safe loader, ``1e-3`` read as a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -130,7 +150,7 @@ def read_settings(path: str | os.PathLike, cls: type) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -71,6 +71,21 @@ def test_yaml_files_name_the_file(tmp_path):
     assert MetaConfig.from_yaml(good, seed=3) == MetaConfig(steps=7, seed=3)
 
 
+def test_yaml_files_read_exponent_floats_as_numbers(tmp_path):
+    from pyro_base.config import load_yaml
+
+    path = tmp_path / "run.yaml"  # PyYAML's YAML 1.1 rules read 1e-3 as the string "1e-3"
+    path.write_text("beta: 1e-3\ninner-lr: 3E-2\ninit_scale: .3e-1\nsteps: 7\n")
+    cfg = MetaConfig.from_yaml(path)
+    assert (cfg.beta, cfg.inner_lr, cfg.init_scale, cfg.steps) == (1e-3, 3e-2, 3e-2, 7)
+    assert isinstance(cfg.steps, int) and yaml.safe_load("a: 1e-3") == {"a": "1e-3"}
+    assert load_yaml("[1, 1.5, 1e3, -2E-2, 1e, e5, abc]") == [1, 1.5, 1e3, -2e-2, "1e", "e5",
+                                                              "abc"]
+    path.write_text("steps: 1e3\n")  # a float where an int belongs is still refused
+    with pytest.raises(ConfigError, match="steps must be of type int"):
+        MetaConfig.from_yaml(path)
+
+
 @pytest.fixture
 def cli(monkeypatch):
     """``scripts/meta_svi.py``'s ``cli`` in-process; root log handlers restored afterwards."""

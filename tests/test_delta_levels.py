@@ -189,6 +189,9 @@ def test_command_changes_the_inner_loop_and_writes_where_told(run_dir, tmp_path,
     assert "KEY one of" in capsys.readouterr().err
     assert cli([str(run_dir), "--inner", "inner_optimizer=rmsprop"]) == 2
     assert "inner_optimizer" in capsys.readouterr().err
+    assert cli([str(run_dir), "--inner", "inner_lr=-1e-2"]) == 2  # read as a float, refused
+    err = capsys.readouterr().err
+    assert "inner_lr must be" in err and "(str)" not in err
 
 
 def test_train_tasks_of_a_source_without_families_are_drawn_per_family():

@@ -36,13 +36,13 @@ INNER_KEYS = ("inner_steps", "inner_lr", "arch_lr", "inner_optimizer", "arch_opt
 
 def _setting(text: str) -> tuple[str, Any]:
     """``--inner KEY=VALUE``: a setting of the inner loop, its value read as YAML."""
-    import yaml
+    from pyro_base.config import load_yaml
 
     key, sep, value = text.partition("=")
     if not sep or key not in INNER_KEYS:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY one of {INNER_KEYS}, "
                                          f"got {text!r}")
-    return key, yaml.safe_load(value)
+    return key, load_yaml(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,10 +74,10 @@ class RunRecord:
 
     def config(self) -> dict[str, Any] | None:
         """``config.yaml`` as a dict (``None`` if absent)."""
-        import yaml
+        from pyro_base.config import load_yaml
 
         p = self.file(CONFIG)
-        return None if p is None else yaml.safe_load(p.read_text()) or {}
+        return None if p is None else load_yaml(p.read_text()) or {}
 
     def prior_genotype(self) -> Genotype | None:
         p = self.file(PRIOR_GENOTYPE)
