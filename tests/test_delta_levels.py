@@ -174,6 +174,19 @@ def test_command_refuses_bad_input_by_name(run_dir, tmp_path, capsys):
     assert "--tasks-per-family" in r.stdout and "--starts" in r.stdout
 
 
+def test_command_reports_a_task_that_does_not_adapt_in_one_line(run_dir, monkeypatch, capsys):
+    from pyro_base.inference.run import agreement as library
+
+    def diverge(*args, **kwargs):  # what task_deltas raises for a non-finite inner loop
+        raise FloatingPointError("task procedural/motif/train/0 (seed 0) did not adapt to "
+                                 "finite values: inner losses [nan]")
+
+    monkeypatch.setattr(library, "task_deltas", diverge)
+    assert cli([str(run_dir), "--tasks-per-family", "2", "--seeds", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: task procedural/motif/train/0") and "\n" not in err
+
+
 def test_command_changes_the_inner_loop_and_writes_where_told(run_dir, tmp_path, capsys):
     out = tmp_path / "other"
     assert cli([str(run_dir), "--tasks-per-family", "2", "--seeds", "2", "--n-boot", "20",

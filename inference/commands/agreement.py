@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
                                   seed=args.seed, n_boot=args.n_boot, device=args.device,
                                   workers=args.workers, progress=args.progress,
                                   inner=dict(args.inner), out=args.out)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
