@@ -113,6 +113,8 @@ def test_refit_tasks_are_stratified_by_family_and_a_stream_of_their_own():
     again = refit_tasks(source, 12, seed=3)
     assert [t.name for t in again] == [t.name for t in tasks]
     assert [t.name for t in refit_tasks(source, 12, seed=4)] != [t.name for t in tasks]
+    # a larger refit adds tasks: its first 12 are these
+    assert [t.name for t in refit_tasks(source, 24, seed=3)[:12]] == [t.name for t in tasks]
     # not the tasks meta-training draws at its steps (default_rng([seed, step, c]))
     meta = {source.sample("train", np.random.default_rng([3, e, c])).name
             for e in range(50) for c in range(4)}

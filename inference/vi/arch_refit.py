@@ -20,13 +20,15 @@ The tasks (:func:`refit_tasks`) are drawn from the training split by
 loop is seeded from ``(seed, REFIT_STREAM, c)``: the refit is a pure function of ``W``, the
 seed and its settings.
 
-On the embedded task families (3 seeds x 8 test tasks per family) the refit moved relation by
-+0.03 to +0.05 after 20 adaptation steps at every budget tried (20 x 40, 40 x 20, 40 x 40) and
-left its loss after 40 or more steps; a refit from 20 tasks depends much on which it draws. The
-main job runs it only on request (``arch_refit_tasks``).
+On the embedded task families the refit moves the whole meta-prior little (relation +0.03 to
++0.05 after 20 adaptation steps, 3 seeds x 8 test tasks per family); what it changes is the
+architecture prior a new task can start from with the run's initial weights, the start that
+relation's tasks choose. The main job refits from 20 tasks (``arch_refit_tasks``; 0: none).
+Task ``c`` is the same whatever the number, so 40 tasks are the 20 plus 20 more; on three runs
+the 40-task refit moved the default start by +0.00 to +0.02 per family, no interval excluding 0.
 
 Cost: ``C * S`` inner steps, at the ``cpu`` preset about 0.11 s each on one CPU core (20 tasks
-x 40 steps: 88 s measured, 48-52 s spread over two processes).
+x 40 steps: 88 s in one process, 40-52 s spread over two; 40 tasks: 82-87 s over two).
 
 Usage::
 
