@@ -93,6 +93,12 @@ for fi, family in enumerate(FAMILIES):
     v = [values(r["refit40"], r["refit20"], family) for r in runs.values()]
     print(f"  {family:14s} " + " / ".join(fmt(*x) for x in zip(*two_level_interval(v, seed=fi),
                                                                strict=True)))
+for seed, r in runs.items():
+    print(f"  seed {seed} alone:")
+    for fi, family in enumerate(FAMILIES):
+        v = values(r["refit40"], r["refit20"], family)
+        print(f"    {family:14s} " + " / ".join(
+            fmt(*x) for x in zip(*two_level_interval([v], seed=fi), strict=True)))
 
 print("\nseed 0, the architecture start alone (refit logits, W_0's weights): 40 minus 20 tasks")
 for fi, family in enumerate(FAMILIES):
