@@ -463,3 +463,94 @@ def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, t
         expected = torch.softmax(_start(prior)[f"alpha_{cell}"].double() * 2.5, -1)
         np.testing.assert_allclose(idata.prior["op_probs"].sel(cell=cell).values,
                                    expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("select_from", [defaults.SELECT_FROM, ("architecture", "none")])
+def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_path, select_from):
+    """Each held-out row's ``query_accuracy`` is the default pipeline's: the start
+    ``select_start`` picks (same candidates, seed and criterion), adapted on the whole support
+    set from the task's seed; ``meta_accuracy`` is the whole meta-prior's. The candidates
+    without ``all`` make every task adapt its chosen start again, the default ones reuse the
+    meta-prior's adaptation where it is chosen."""
+    from pyro_base.inference.run.factory import build_tasks
+    from pyro_base.inference.run.heldout import format_table, heldout_report
+    from pyro_base.inference.run.runlog import RunDir, safe_name
+    from pyro_base.inference.run.selection import select_start, selection_starts
+    from pyro_base.inference.vi.adapt import adapt
+    from pyro_base.inference.vi.meta_svi import task_seed
+
+    model, guide, cfg, _ = load_trained(prior)  # W with its prior sharpened, as adapt does
+    cfg = cfg.replace(n_heldout=2, adapt_steps=2)
+    raw, _, _, _ = load_trained(prior, sharpness=1.0)
+    rows = heldout_report(cfg, raw, RunDir(tmp_path), device="cpu", select_from=select_from,
+                          select_criterion="loglik")
+    starts = selection_starts(model, cfg, select_from)
+    tasks = build_tasks(cfg, build_space(cfg)).tasks("test", cfg.n_heldout)
+    for i, (row, task) in enumerate(zip(rows, tasks, strict=True)):
+        seed = task_seed(cfg.seed, cfg.steps, i)
+        sel = select_start(model, guide, starts, *task.support, n_classes=task.n_classes,
+                           steps=[2], temperature=cfg.adapt_temperature,
+                           num_samples=cfg.num_samples, seed=seed, criterion="loglik")
+        assert row["start"] == sel.chosen[2] and row["selection"] == sel.to_dict()
+        model.W.load_state_dict(starts[row["start"]])
+        torch.manual_seed(seed)
+        expected = adapt(model, guide, task, steps=2, temperature=cfg.adapt_temperature,
+                         num_samples=cfg.num_samples)
+        assert row["query_accuracy"] == expected.query_accuracy
+        if row["start"] == "all":
+            assert row["query_accuracy"] == row["meta_accuracy"]
+        saved = Genotype.load(tmp_path / "genotypes" / f"{safe_name(task.name)}.json")
+        assert saved.to_dict() == expected.genotype.to_dict()
+    table = format_table(rows)
+    assert all(f" {r['start']} " in line for r, line in zip(rows, table.splitlines()[2:],
+                                                            strict=True))
+
+
+
+def test_the_quick_look_reuses_the_meta_priors_adaptation_where_the_choice_is_all(
+        prior, tmp_path, monkeypatch):
+    """Where the whole meta-prior is chosen, the default's figure is the ``meta`` column's own
+    adaptation (the same start and seed), not a second one."""
+    from pyro_base.inference.run import heldout
+    from pyro_base.inference.run.runlog import RunDir
+
+    monkeypatch.setattr(heldout, "_choose_start", lambda *args, **kwargs: ("all", None))
+    calls = []
+    real_adapt = heldout.adapt
+    monkeypatch.setattr(heldout, "adapt", lambda *a, **k: calls.append(k["steps"])
+                        or real_adapt(*a, **k))
+    raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
+    rows = heldout.heldout_report(cfg.replace(n_heldout=2, adapt_steps=2), raw,
+                                  RunDir(tmp_path), device="cpu")
+    assert calls == [2, 0, 2] * 2  # meta, 0-shot, untrained per task; nothing adapted again
+    for row in rows:
+        assert row["start"] == "all" and "selection" not in row
+        assert row["query_accuracy"] == row["meta_accuracy"]
+
+
+def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path):
+    """The held-out tasks spread over ``meta_workers`` processes give the rows (all but the
+    timings), genotypes and posteriors of one process with one torch thread."""
+    from pyro_base.inference.run.heldout import heldout_report
+    from pyro_base.inference.run.runlog import RunDir
+
+    raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
+    cfg = cfg.replace(n_heldout=3, adapt_steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {w: tmp_path / f"workers{w}" for w in (1, 2)}
+        rows = {w: heldout_report(cfg.replace(meta_workers=w), raw, RunDir(out[w]),
+                                  device="cpu") for w in out}
+    finally:
+        torch.set_num_threads(threads)
+
+    def timeless(rs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs]
+
+    assert timeless(rows[1]) == timeless(rows[2]) and len(rows[1]) == 3
+    for path in (out[1] / "genotypes").glob("*.json"):
+        assert path.read_text() == (out[2] / "genotypes" / path.name).read_text()
+    ops = {w: load_posterior(out[w] / "posterior.nc").constant_data["op_probs"].values
+           for w in out}
+    np.testing.assert_array_equal(ops[1], ops[2])

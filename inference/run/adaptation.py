@@ -51,10 +51,15 @@ import torch
 from pyro_base import defaults
 from pyro_base.config import ConfigError
 from pyro_base.inference.report.plots import plot_adaptation_curves
-from pyro_base.inference.run.factory import TRANSFERS, build_model, load_trained, transfer_state
+from pyro_base.inference.run.factory import TRANSFERS, load_trained
 from pyro_base.inference.run.heldout import write_posterior
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
-from pyro_base.inference.run.selection import can_hold_out, select_start
+from pyro_base.inference.run.selection import (  # noqa: F401  (re-exported)
+    can_hold_out,
+    check_select_from,
+    select_start,
+    selection_starts,
+)
 from pyro_base.inference.search.config import SearchCost
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.search_space import SearchSpace
@@ -67,16 +72,6 @@ GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png"
 STARTS = (*TRANSFERS, "select")  # what adaptation may start from
 SELECT_FROM = defaults.SELECT_FROM  # the default candidates of "select", the preferred first
 SELECT_CRITERION = defaults.SELECT_CRITERION  # its default held-out score (selection.CRITERIA)
-
-
-def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
-    """``select_from`` as a tuple of at least two distinct names of
-    :data:`~pyro_base.inference.run.factory.TRANSFERS`; anything else is a ``ConfigError``."""
-    names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
-    if len(names) < 2 or len(set(names)) != len(names) or any(n not in TRANSFERS for n in names):
-        raise ConfigError(f"select_from must be at least two distinct names from {TRANSFERS}, "
-                          f"the preferred first, got {list(names)!r}")
-    return names
 
 
 def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> Task:
@@ -120,16 +115,6 @@ def _plot_curve(run: RunDir, task: Task, steps: list[int], accuracy: list[float]
     families = {task.family or task.name: {"steps": steps, "n_tasks": 1, "accuracy": {
         "adapted": {"mean": accuracy, "lo": accuracy, "hi": accuracy}}}}
     os.replace(plot_adaptation_curves(families, tmp), run / CURVE_PLOT)
-
-
-def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = SELECT_FROM,
-                     ) -> dict[str, dict[str, torch.Tensor]]:
-    """The candidates of ``transfer="select"`` (``select_from``, names of
-    :data:`~pyro_base.inference.run.factory.TRANSFERS`) as state dicts of ``model.W``, built
-    from its meta-trained ``W`` and the run's ``W_0`` (rebuilt from ``cfg``)."""
-    meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
-    initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
-    return {n: transfer_state(meta, initial, transfer=n) for n in check_select_from(select_from)}
 
 
 def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,

@@ -196,8 +196,9 @@ class MetaConfig(Config):
     meta_workers: int = option(
         2,
         "processes a meta-step's tasks are adapted in on a CPU (reptile without batch_tasks, "
-        "not under torchrun; one torch thread each; 1: in this process); with --threads 1 "
-        "(the default) W does not depend on it",
+        "not under torchrun; one torch thread each; 1: in this process), and the held-out "
+        "look's tasks after meta-training; with --threads 1 (the default) W and the look do "
+        "not depend on it",
     )
     meta_lr: float = option(
         defaults.META_LR, "meta step size lambda (decays linearly to meta_lr * meta_lr_final)"

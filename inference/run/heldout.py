@@ -1,14 +1,25 @@
 """The main job's held-out report: adapt to test tasks, compare starts, write genotypes and ArviZ.
 
-For each held-out task three posteriors are compared at the same step count: adaptation from the
-meta-learned ``W`` ("meta", its architecture prior sharpened by the run's ``adapt_sharpness`` as
-every adaptation from a run is), the supernet at ``W`` with zero adaptation ("zero-shot",
-metrics key ``prior_only_accuracy``: chance by construction where class labels are drawn per
-task, so not the poster's multi-task prior, which is ``W``'s decoded genotype trained from
-scratch) and adaptation from the untrained ``W_0`` of the same seed ("untrained"). This is a
-quick look at a few tasks; ``scripts/evaluate.py`` is the powered, paired evaluation.
-The adapted genotypes go to ``genotypes/<task>.json`` and the posteriors of the held-out tasks
-plus the prior to ``posterior.nc``.
+For each held-out task four figures are read at the same step count (``adapt_steps``):
+
+* ``default`` (metrics key ``query_accuracy``): the start a new task gets by default, as
+  ``adapt`` chooses it (``transfer="select"``: of the starts ``select_from``, by default the
+  whole meta-prior and its architecture prior with the run's initial weights ``W_0``, the one
+  with the higher held-out score on a quarter of the support set;
+  :mod:`~pyro_base.inference.run.selection`), and the start it chose (``start``);
+* ``meta`` (``meta_accuracy``): adaptation from the whole meta-learned ``W`` (``adapt
+  --transfer all``);
+* ``0-shot`` (``prior_only_accuracy``): the supernet at ``W`` with zero adaptation, chance by
+  construction where class labels are drawn per task, so not the poster's multi-task prior
+  (that is ``W``'s decoded genotype trained from scratch);
+* ``untrained`` (``untrained_accuracy``): adaptation from the untrained ``W_0`` of the same seed.
+
+Every start's architecture prior is sharpened by the run's ``adapt_sharpness``, as every
+adaptation from a run is, and every adaptation of a task is seeded alike. This is a quick look
+at a few tasks; ``scripts/evaluate.py`` is the powered, paired evaluation. The default start's
+adapted genotypes go to ``genotypes/<task>.json``, and its posteriors of the held-out tasks plus
+the prior (the meta-learned ``W``, whose sharpened architecture prior both default starts
+share) to ``posterior.nc``.
 
 Usage::
 
@@ -19,11 +30,16 @@ Usage::
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from pyro_base import defaults
 from pyro_base.genotype import Genotype
+from pyro_base.inference.evaluate.workers import evaluate_parallel
 from pyro_base.inference.posterior.draws import posterior_draws, save_posterior, to_inference_data
 from pyro_base.inference.run.config import MetaConfig
 from pyro_base.inference.run.factory import (
@@ -34,6 +50,12 @@ from pyro_base.inference.run.factory import (
     sharpen_architecture,
 )
 from pyro_base.inference.run.runlog import GENOTYPES, POSTERIOR, RunDir, safe_name
+from pyro_base.inference.run.selection import (
+    Selection,
+    can_hold_out,
+    select_start,
+    selection_starts,
+)
 from pyro_base.inference.vi.adapt import Adaptation, adapt
 from pyro_base.inference.vi.guides import AdaptedPosterior, OptimizationEmbeddingGuide
 from pyro_base.inference.vi.meta_svi import task_seed
@@ -54,45 +76,124 @@ def genotype_summary(genotype: Genotype) -> str:
     return " ".join(parts)
 
 
+@dataclass
+class _Look:
+    """What adapting one held-out task needs: the sharpened meta-prior ``start`` (with its
+    guide), the untrained ``W_0``, and the candidate starts of the default choice."""
+
+    cfg: MetaConfig
+    start: BASEModel
+    start_guide: OptimizationEmbeddingGuide
+    sharpened: dict[str, torch.Tensor]
+    untrained: BASEModel
+    untrained_guide: OptimizationEmbeddingGuide
+    starts: dict[str, dict[str, torch.Tensor]]
+    criterion: str
+
+
+def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: Sequence[str],
+                  criterion: str, device: torch.device | str = "cpu") -> _Look:
+    """The models of the look at meta-trained ``W`` (its prior sharpened, as adapt does)."""
+    config = MetaConfig.from_dict(cfg)
+    space = build_space(config)
+    untrained = build_model(config, space, device=device)
+    start = build_model(config, space, device=device)
+    sharpened = sharpen_architecture(W, config.adapt_sharpness)
+    start.W.load_state_dict(sharpened)
+    sharpened = {k: v.detach().clone() for k, v in start.W.state_dict().items()}
+    return _Look(config, start, build_guide(config, start), sharpened, untrained,
+                 build_guide(config, untrained), selection_starts(start, config, select_from),
+                 criterion)
+
+
+def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
+    """Held-out task ``i``: its row and the default start's adaptation (posterior, losses,
+    genotype). Every adaptation is seeded as meta-step ``steps`` of task ``i``."""
+    cfg, start, start_guide = look.cfg, look.start, look.start_guide
+    seed = task_seed(cfg.seed, cfg.steps, i)  # never a training step; the same for every start
+    results: dict[str, Adaptation] = {}
+    for name, (m, g, steps) in {"meta": (start, start_guide, cfg.adapt_steps),
+                                "prior_only": (start, start_guide, 0),
+                                "untrained": (look.untrained, look.untrained_guide,
+                                              cfg.adapt_steps)}.items():
+        torch.manual_seed(seed)
+        results[name] = adapt(m, g, task, steps=steps, temperature=cfg.adapt_temperature,
+                              num_samples=cfg.num_samples)
+    began = time.perf_counter()
+    chosen, selection = _choose_start(cfg, start, start_guide, look.starts, task, seed=seed,
+                                      criterion=look.criterion)
+    choice_seconds = time.perf_counter() - began
+    start.W.load_state_dict(look.sharpened)  # select_start leaves the last candidate's
+    if chosen == "all":  # the whole meta-prior: `meta`'s adaptation, seeded alike
+        default = results["meta"]
+    else:  # adapt the chosen start on the whole support set, seeded alike
+        start.W.load_state_dict(look.starts[chosen])
+        torch.manual_seed(seed)
+        default = adapt(start, start_guide, task, steps=cfg.adapt_steps,
+                        temperature=cfg.adapt_temperature, num_samples=cfg.num_samples)
+        start.W.load_state_dict(look.sharpened)
+    row = {"event": "adapt", "task": task.name, "family": task.family,
+           "n_classes": task.n_classes, "steps": cfg.adapt_steps,
+           "query_accuracy": default.query_accuracy, "start": chosen,
+           **({} if selection is None else {"selection": selection.to_dict()}),
+           "meta_accuracy": results["meta"].query_accuracy,
+           "prior_only_accuracy": results["prior_only"].query_accuracy,
+           "untrained_accuracy": results["untrained"].query_accuracy,
+           "adapt_seconds": default.seconds, "choice_seconds": choice_seconds,
+           "genotype": genotype_summary(default.genotype)}
+    return {"row": row, "posterior": default.posterior, "losses": default.losses,
+            "genotype": default.genotype}
+
+
+def _choose_start(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
+                  starts: dict[str, dict[str, torch.Tensor]], task: Any, *, seed: int,
+                  criterion: str) -> tuple[str, Selection | None]:
+    """The start ``adapt`` would choose for ``task`` at the run's budget, and the scores; a
+    support set that leaves nothing to hold out takes the first start, as ``adapt`` does."""
+    xs, ys = task.to(model.W.mu.device).support
+    if not can_hold_out(ys, n_classes=task.n_classes):
+        return next(iter(starts)), None
+    sel = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                       steps=[cfg.adapt_steps], temperature=cfg.adapt_temperature,
+                       num_samples=cfg.num_samples, seed=seed, criterion=criterion)
+    return sel.chosen[cfg.adapt_steps], sel
+
+
 def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
-                   device: torch.device | str, distribution: Any = None) -> list[dict[str, Any]]:
+                   device: torch.device | str, distribution: Any = None,
+                   select_from: Sequence[str] = defaults.SELECT_FROM,
+                   select_criterion: str = defaults.SELECT_CRITERION) -> list[dict[str, Any]]:
     """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
-    names, built afresh) from ``model``'s meta-trained ``W``, its architecture prior sharpened
-    by ``cfg.adapt_sharpness``; write genotypes, metrics and ``posterior.nc``."""
+    names, built afresh) from the default start (the one of ``select_from``, starts built from
+    ``model``'s meta-trained ``W``, that scores the higher held-out ``select_criterion``), from
+    the whole ``W``, and from ``W_0``; write genotypes, metrics and ``posterior.nc``.
+
+    On a CPU the tasks are spread over ``cfg.meta_workers`` processes (one torch thread each;
+    every task seeds its own adaptations, so the rows do not depend on the number)."""
     space = build_space(cfg)
     if distribution is None:
         distribution = build_tasks(cfg, space)
     tasks = distribution.tasks("test", cfg.n_heldout)
-    untrained = build_model(cfg, space, device=device)
-    untrained_guide = build_guide(cfg, untrained)
-    start = build_model(cfg, space, device=device)  # W with the prior sharpened, as adapt does
-    start.W.load_state_dict(sharpen_architecture(model.W.state_dict(), cfg.adapt_sharpness))
-    start_guide = build_guide(cfg, start)
-    rows, posteriors, losses = [], {}, {}
-    for i, task in enumerate(tasks):
-        results: dict[str, Adaptation] = {}
-        for name, (m, g, steps) in {"meta": (start, start_guide, cfg.adapt_steps),
-                                    "prior_only": (start, start_guide, 0),
-                                    "untrained": (untrained, untrained_guide,
-                                                  cfg.adapt_steps)}.items():
-            # seeded as meta-step `steps` (never a training step); the same for all three starts
-            torch.manual_seed(task_seed(cfg.seed, cfg.steps, i))
-            results[name] = adapt(m, g, task, steps=steps, temperature=cfg.adapt_temperature,
-                                  num_samples=cfg.num_samples)
-        meta = results["meta"]
-        posteriors[task.name] = meta.posterior
-        losses[task.name] = meta.losses
-        run.write_json(f"{GENOTYPES}/{safe_name(task.name)}.json", meta.genotype.to_dict())
-        row = {"event": "adapt", "task": task.name, "family": task.family,
-               "n_classes": task.n_classes, "steps": cfg.adapt_steps,
-               "query_accuracy": meta.query_accuracy,
-               "prior_only_accuracy": results["prior_only"].query_accuracy,
-               "untrained_accuracy": results["untrained"].query_accuracy,
-               "adapt_seconds": meta.seconds, "genotype": genotype_summary(meta.genotype)}
-        run.append_metrics(row)
-        rows.append(row)
-    if run.enabled:  # the prior group: the sharpened start the tasks adapted from
-        write_posterior(cfg, start, start_guide, tasks, posteriors, run, inner_losses=losses)
+    W = {k: v.detach().cpu().clone() for k, v in model.W.state_dict().items()}
+    args = (cfg.to_dict(), W, tuple(select_from), select_criterion)
+    workers = min(cfg.meta_workers, len(tasks))
+    look = _look_context(*args, device=device)  # the posterior's model, and the serial look
+    if workers > 1 and look.start.W.mu.device.type == "cpu":
+        looked = evaluate_parallel([(i, t) for i, t in enumerate(tasks)], workers,
+                                   setup=_look_context, setup_args=args, unit=_look_task,
+                                   desc="held-out look")
+    else:
+        looked = [_look_task(look, i, t) for i, t in enumerate(tasks)]
+    rows = []
+    for task, result in zip(tasks, looked, strict=True):
+        run.write_json(f"{GENOTYPES}/{safe_name(task.name)}.json", result["genotype"].to_dict())
+        run.append_metrics(result["row"])
+        rows.append(result["row"])
+    if run.enabled:  # the prior group: the sharpened meta-prior the tasks' starts share
+        write_posterior(cfg, look.start, look.start_guide, tasks,
+                        {t.name: r["posterior"] for t, r in zip(tasks, looked, strict=True)},
+                        run, inner_losses={t.name: r["losses"]
+                                           for t, r in zip(tasks, looked, strict=True)})
     return rows
 
 
@@ -118,10 +219,12 @@ def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbedd
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'task':34s} {'family':14s} {'meta':>6s} {'0-shot':>6s} {'untrn':>6s}  genotype"
+    head = (f"{'task':34s} {'family':14s} {'default':>7s} {'start':12s} {'meta':>6s} "
+            f"{'0-shot':>6s} {'untrn':>6s}  genotype (default)")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['task']:34s} {r['family']:14s} {r['query_accuracy']:6.3f} "
+        lines.append(f"{r['task']:34s} {r['family']:14s} {r['query_accuracy']:7.3f} "
+                     f"{r['start']:12s} {r['meta_accuracy']:6.3f} "
                      f"{r['prior_only_accuracy']:6.3f} {r['untrained_accuracy']:6.3f}  "
                      f"{r['genotype']}")
     return "\n".join(lines)

@@ -9,11 +9,13 @@ Layout::
                                  arch_entropy_per_cell, sigma; see
                                  pyro_base.inference.vi.diagnostics),
                                  then lines with "event": "adapt" (task, family,
-                                 query_accuracy, steps)
+                                 steps, query_accuracy and start: the start adapt
+                                 chooses by default and its accuracy; meta_accuracy,
+                                 untrained_accuracy, ...: pyro_base.inference.run.heldout)
     RUN_DIR/log.txt              the log
     RUN_DIR/checkpoint.pt        W, optimiser and RNG state (pyro_base.checkpoint)
     RUN_DIR/prior_genotype.json  the genotype of W itself
-    RUN_DIR/genotypes/<task>.json  adapted genotypes of the held-out tasks
+    RUN_DIR/genotypes/<task>.json  adapted genotypes of the held-out tasks (default start)
     RUN_DIR/posterior.nc         the ArviZ posterior (pyro_base.inference.posterior.draws)
 
 Models are not rebuilt here; :func:`load_run` only checks files and reads text.

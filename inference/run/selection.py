@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyro_base import defaults
+from pyro_base.config import ConfigError
+from pyro_base.inference.run.factory import TRANSFERS, build_model, transfer_state
 from pyro_base.inference.vi.adapt import predictive_probs
 
 HOLDOUT_FRACTION = 0.25
@@ -139,3 +142,23 @@ def select_start(model: Any, guide: Any, starts: Mapping[str, Mapping[str, torch
                      chosen=choose(accuracy if criterion == "accuracy" else loglik, steps),
                      fit_size=int((~held).sum()), heldout_size=int(held.sum()),
                      criterion=criterion)
+
+
+def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
+    """``select_from`` as a tuple of at least two distinct names of
+    :data:`~pyro_base.inference.run.factory.TRANSFERS`; anything else is a ``ConfigError``."""
+    names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
+    if len(names) < 2 or len(set(names)) != len(names) or any(n not in TRANSFERS for n in names):
+        raise ConfigError(f"select_from must be at least two distinct names from {TRANSFERS}, "
+                          f"the preferred first, got {list(names)!r}")
+    return names
+
+
+def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults.SELECT_FROM,
+                     ) -> dict[str, dict[str, torch.Tensor]]:
+    """The candidates of ``transfer="select"`` (``select_from``, names of
+    :data:`~pyro_base.inference.run.factory.TRANSFERS`) as state dicts of ``model.W``, built
+    from its meta-trained ``W`` and the run's ``W_0`` (rebuilt from ``cfg``)."""
+    meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
+    return {n: transfer_state(meta, initial, transfer=n) for n in check_select_from(select_from)}
