@@ -448,7 +448,7 @@ def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
                                    expected.numpy(), atol=1e-6)
 
 
-def test_the_main_jobs_posterior_holds_the_prior_its_tasks_adapted_from(prior, tmp_path):
+def test_the_main_jobs_posterior_holds_the_sharpened_architecture_prior(prior, tmp_path):
     """The held-out report's ``posterior.nc``, like ``adapt``'s: the prior group is
     softmax(g alpha) of the run's (refit) ``alpha``, ``g`` the run's ``adapt_sharpness``."""
     from pyro_base.inference.run.heldout import heldout_report
@@ -472,7 +472,7 @@ def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_pat
     set from the task's seed; ``meta_accuracy`` is the whole meta-prior's. The candidates
     without ``all`` make every task adapt its chosen start again, the default ones reuse the
     meta-prior's adaptation where it is chosen."""
-    from pyro_base.inference.run.factory import build_tasks
+    from pyro_base.inference.run.factory import build_guide, build_tasks
     from pyro_base.inference.run.heldout import format_table, heldout_report
     from pyro_base.inference.run.runlog import RunDir, safe_name
     from pyro_base.inference.run.selection import select_start, selection_starts
@@ -485,9 +485,19 @@ def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_pat
     rows = heldout_report(cfg, raw, RunDir(tmp_path), device="cpu", select_from=select_from,
                           select_criterion="loglik")
     starts = selection_starts(model, cfg, select_from)
+    sharpened = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
+    untrained = build_model(cfg, model.space)  # W_0 of the run's seed
+    untrained_guide = build_guide(cfg, untrained)
     tasks = build_tasks(cfg, build_space(cfg)).tasks("test", cfg.n_heldout)
     for i, (row, task) in enumerate(zip(rows, tasks, strict=True)):
         seed = task_seed(cfg.seed, cfg.steps, i)
+        model.W.load_state_dict(sharpened)
+        for key, (m, g, k) in {"meta_accuracy": (model, guide, 2),
+                               "prior_only_accuracy": (model, guide, 0),
+                               "untrained_accuracy": (untrained, untrained_guide, 2)}.items():
+            torch.manual_seed(seed)
+            assert row[key] == adapt(m, g, task, steps=k, temperature=cfg.adapt_temperature,
+                                     num_samples=cfg.num_samples).query_accuracy, key
         sel = select_start(model, guide, starts, *task.support, n_classes=task.n_classes,
                            steps=[2], temperature=cfg.adapt_temperature,
                            num_samples=cfg.num_samples, seed=seed, criterion="loglik")
@@ -510,11 +520,16 @@ def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_pat
 def test_the_quick_look_reuses_the_meta_priors_adaptation_where_the_choice_is_all(
         prior, tmp_path, monkeypatch):
     """Where the whole meta-prior is chosen, the default's figure is the ``meta`` column's own
-    adaptation (the same start and seed), not a second one."""
+    adaptation (the same start and seed), not a second one, and the candidates the choice
+    adapted leave no trace on the columns (a real choice, its verdict turned to ``all``)."""
+    import dataclasses
+
     from pyro_base.inference.run import heldout
     from pyro_base.inference.run.runlog import RunDir
 
-    monkeypatch.setattr(heldout, "_choose_start", lambda *args, **kwargs: ("all", None))
+    real_select = heldout.select_start
+    monkeypatch.setattr(heldout, "select_start", lambda *a, **k: dataclasses.replace(
+        real_select(*a, **k), chosen={2: "all"}))
     calls = []
     real_adapt = heldout.adapt
     monkeypatch.setattr(heldout, "adapt", lambda *a, **k: calls.append(k["steps"])
@@ -523,17 +538,43 @@ def test_the_quick_look_reuses_the_meta_priors_adaptation_where_the_choice_is_al
     rows = heldout.heldout_report(cfg.replace(n_heldout=2, adapt_steps=2), raw,
                                   RunDir(tmp_path), device="cpu")
     assert calls == [2, 0, 2] * 2  # meta, 0-shot, untrained per task; nothing adapted again
-    for row in rows:
-        assert row["start"] == "all" and "selection" not in row
-        assert row["query_accuracy"] == row["meta_accuracy"]
+    reference = heldout.heldout_report(cfg.replace(n_heldout=2, adapt_steps=2), raw,
+                                       RunDir(tmp_path / "reference"), device="cpu")
+    for row, ref in zip(rows, reference, strict=True):
+        assert row["start"] == "all" and row["selection"]["chosen"] == {"2": "all"}
+        assert row["query_accuracy"] == row["meta_accuracy"] == ref["meta_accuracy"]
+        assert row["untrained_accuracy"] == ref["untrained_accuracy"]
 
 
-def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path):
+def test_a_zero_step_look_keeps_the_chosen_starts_posterior(prior, monkeypatch):
+    """With ``adapt_steps = 0`` the default's posterior is its start's own parameters; the
+    reset of the model to the meta-prior afterwards must not change it."""
+    from pyro_base.inference.run import heldout
+    from pyro_base.inference.run.factory import build_tasks
+
+    monkeypatch.setattr(heldout, "_choose_start", lambda *a, **k: ("architecture", None))
+    raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
+    cfg = cfg.replace(adapt_steps=0)
+    W = {k: v.detach().clone() for k, v in raw.W.state_dict().items()}
+    look = heldout._look_context(cfg.to_dict(), W, defaults.SELECT_FROM, "loglik")
+    task = build_tasks(cfg, build_space(cfg)).tasks("test", 1)[0]
+    post = heldout._look_task(look, 0, task)["posterior"]
+    torch.testing.assert_close(post.params["mu"], look.starts["architecture"]["mu"],
+                               rtol=0, atol=0)
+    assert not torch.equal(post.params["mu"], look.sharpened["mu"])
+
+
+def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path, monkeypatch):
     """The held-out tasks spread over ``meta_workers`` processes give the rows (all but the
     timings), genotypes and posteriors of one process with one torch thread."""
+    from pyro_base.inference.run import heldout
     from pyro_base.inference.run.heldout import heldout_report
     from pyro_base.inference.run.runlog import RunDir
 
+    pools = []
+    real_parallel = heldout.evaluate_parallel
+    monkeypatch.setattr(heldout, "evaluate_parallel", lambda units, workers, **k: pools.append(
+        workers) or real_parallel(units, workers, **k))
     raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
     cfg = cfg.replace(n_heldout=3, adapt_steps=2)
     threads = torch.get_num_threads()
@@ -548,6 +589,7 @@ def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path
     def timeless(rs: list[dict]) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs]
 
+    assert pools == [2]  # the look with meta_workers=2 ran in the pool, the other in-process
     assert timeless(rows[1]) == timeless(rows[2]) and len(rows[1]) == 3
     for path in (out[1] / "genotypes").glob("*.json"):
         assert path.read_text() == (out[2] / "genotypes" / path.name).read_text()

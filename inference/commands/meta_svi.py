@@ -1,11 +1,12 @@
 """Meta-train BASE across tasks, then adapt to held-out tasks (the main job).
 
-With no arguments: meta-trains on the embedded procedural task families (CPU preset), adapts
-to one held-out task per family, and prints, per task, the adapted genotype and the query
-accuracy after adaptation from the meta-prior vs. the same number of steps from the untrained
-start. Everything is written to a run directory (see README, "The run directory").
+With no arguments: meta-trains on the embedded procedural task families (CPU preset), refits
+the architecture prior, adapts to one held-out task per family, and prints, per task, the query
+accuracy after adaptation from the start ``adapt``'s default rule chooses (and which), from the
+whole meta-prior and, for the same number of steps, from the untrained start, with the default
+start's adapted genotype. Everything is written to a run directory (see README, "Commands").
 
-    python scripts/meta_svi.py                                   # defaults, 5-6 min on 2 cores
+    python scripts/meta_svi.py                                   # defaults, 4-5 min on 2 cores
     python scripts/meta_svi.py --config run.yaml --steps 100     # flags override the file
     python scripts/meta_svi.py --resume runs/meta_svi-20261130-0100  # continue a run
     torchrun --nproc-per-node 2 scripts/meta_svi.py --tasks-per-step 8
@@ -122,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "
               f"powered evaluation), query accuracy after {cfg.adapt_steps} adaptation steps "
-              "(default = from the start adapt chooses by default, start = which one: 'all', "
+              "(default = from the start adapt's default rule chooses, start = which one: 'all', "
               "the whole meta-prior, or 'architecture', its architecture prior with the "
               "initial weights; meta = from the whole meta-prior, as adapt --transfer all; "
               "0-shot = the supernet at W unadapted; untrn = from the untrained start):")

@@ -2,11 +2,13 @@
 
 For each held-out task four figures are read at the same step count (``adapt_steps``):
 
-* ``default`` (metrics key ``query_accuracy``): the start a new task gets by default, as
-  ``adapt`` chooses it (``transfer="select"``: of the starts ``select_from``, by default the
-  whole meta-prior and its architecture prior with the run's initial weights ``W_0``, the one
-  with the higher held-out score on a quarter of the support set;
-  :mod:`~pyro_base.inference.run.selection`), and the start it chose (``start``);
+* ``default`` (metrics key ``query_accuracy``): the start a new task gets by ``adapt``'s
+  default rule (``transfer="select"``: of the starts ``select_from``, by default the whole
+  meta-prior and its architecture prior with the run's initial weights ``W_0``, the one with
+  the higher held-out score on a quarter of the support set;
+  :mod:`~pyro_base.inference.run.selection`), and the start it chose (``start``). The choice
+  is seeded with the task's seed here, ``adapt``'s with its ``--seed``, so the two may hold out
+  other images and choose differently;
 * ``meta`` (``meta_accuracy``): adaptation from the whole meta-learned ``W`` (``adapt
   --transfer all``);
 * ``0-shot`` (``prior_only_accuracy``): the supernet at ``W`` with zero adaptation, chance by
@@ -18,8 +20,9 @@ Every start's architecture prior is sharpened by the run's ``adapt_sharpness``, 
 adaptation from a run is, and every adaptation of a task is seeded alike. This is a quick look
 at a few tasks; ``scripts/evaluate.py`` is the powered, paired evaluation. The default start's
 adapted genotypes go to ``genotypes/<task>.json``, and its posteriors of the held-out tasks plus
-the prior (the meta-learned ``W``, whose sharpened architecture prior both default starts
-share) to ``posterior.nc``.
+the prior group to ``posterior.nc``: the meta-learned ``W`` with its sharpened architecture
+prior, which the default starts share (``theta_norm`` there is ``W``'s weights; a task that
+chose the architecture start adapted from ``W_0``'s).
 
 Usage::
 
@@ -95,6 +98,8 @@ def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: 
                   criterion: str, device: torch.device | str = "cpu") -> _Look:
     """The models of the look at meta-trained ``W`` (its prior sharpened, as adapt does)."""
     config = MetaConfig.from_dict(cfg)
+    if config.deterministic:  # as the meta-step's workers
+        torch.use_deterministic_algorithms(True, warn_only=True)
     space = build_space(config)
     untrained = build_model(config, space, device=device)
     start = build_model(config, space, device=device)
@@ -131,7 +136,9 @@ def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
         torch.manual_seed(seed)
         default = adapt(start, start_guide, task, steps=cfg.adapt_steps,
                         temperature=cfg.adapt_temperature, num_samples=cfg.num_samples)
-        start.W.load_state_dict(look.sharpened)
+    # a 0-step posterior is the start's own parameters: copy them before the start is reset
+    posterior = _copied(default.posterior)
+    start.W.load_state_dict(look.sharpened)
     row = {"event": "adapt", "task": task.name, "family": task.family,
            "n_classes": task.n_classes, "steps": cfg.adapt_steps,
            "query_accuracy": default.query_accuracy, "start": chosen,
@@ -141,15 +148,23 @@ def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
            "untrained_accuracy": results["untrained"].query_accuracy,
            "adapt_seconds": default.seconds, "choice_seconds": choice_seconds,
            "genotype": genotype_summary(default.genotype)}
-    return {"row": row, "posterior": default.posterior, "losses": default.losses,
+    return {"row": row, "posterior": posterior, "losses": default.losses,
             "genotype": default.genotype}
+
+
+def _copied(post: AdaptedPosterior) -> AdaptedPosterior:
+    """``post`` with its own copy of the parameters."""
+    return AdaptedPosterior({k: v.detach().clone() for k, v in post.params.items()},
+                            cells=post.cells, relaxation=post.relaxation,
+                            weight_posterior=post.weight_posterior)
 
 
 def _choose_start(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
                   starts: dict[str, dict[str, torch.Tensor]], task: Any, *, seed: int,
                   criterion: str) -> tuple[str, Selection | None]:
-    """The start ``adapt`` would choose for ``task`` at the run's budget, and the scores; a
-    support set that leaves nothing to hold out takes the first start, as ``adapt`` does."""
+    """The start ``adapt``'s rule chooses for ``task`` at the run's budget (seeded with
+    ``seed``), and the scores; a support set that leaves nothing to hold out takes the first
+    start, as ``adapt`` does."""
     xs, ys = task.to(model.W.mu.device).support
     if not can_hold_out(ys, n_classes=task.n_classes):
         return next(iter(starts)), None
@@ -200,9 +215,10 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
 def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,
                     tasks: list[Any], posteriors: dict[str, AdaptedPosterior],
                     run: RunDir, *, inner_losses: dict[str, list[float]] | None = None) -> None:
-    """``posterior.nc``: the adapted posteriors of ``tasks`` and the prior ``q = W`` they
-    adapted from (``model``'s, its architecture logits already sharpened by
-    ``cfg.adapt_sharpness``, which the file records as the attribute ``adapt_sharpness``).
+    """``posterior.nc``: the adapted posteriors of ``tasks`` and the prior group ``q = W`` of
+    ``model`` (``adapt``: the start its task adapted from; the main job: the meta-prior, whose
+    architecture prior the default starts share), its architecture logits already sharpened by
+    ``cfg.adapt_sharpness``, which the file records as the attribute ``adapt_sharpness``.
 
     ``cfg.posterior_draws`` (64) draws per task: with 16, every Pareto k of ``az.loo`` was above
     1; with 64, 7% were above 0.7 (200: 3%), measured on two held-out tasks of a default run.

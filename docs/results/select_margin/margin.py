@@ -15,7 +15,7 @@ tasks 8-19 of ``../select_architecture_20/`` (the first seed-0 run) and
 ``../select_each_none_rerun/`` (the fresh seed-0 run, whose weak ends are relation after 20
 steps and co-occurrence after 80). It does not mend them: on the fresh run's 20 tasks
 co-occurrence after 80 steps stays at -0.08 for every margin up to 0.3 and is -0.045 from the
-architecture start alone, and relation after 20 steps is +0.074 to +0.103, never above the
+architecture start alone, and relation after 20 steps is +0.074 to +0.103, about the
 architecture start alone (+0.099). The architecture start on every task moves them by +0.025
 [-0.004, +0.061] and +0.036 [-0.003, +0.082] (paired, 20 tasks) but costs dilated motif its
 gain after 20 steps (+0.080 against +0.172). The weak ends are those of the architecture start
