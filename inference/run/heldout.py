@@ -103,9 +103,8 @@ def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: 
     space = build_space(config)
     untrained = build_model(config, space, device=device)
     start = build_model(config, space, device=device)
-    sharpened = sharpen_architecture(W, config.adapt_sharpness)
-    start.W.load_state_dict(sharpened)
-    sharpened = {k: v.detach().clone() for k, v in start.W.state_dict().items()}
+    start.W.load_state_dict(sharpen_architecture(W, config.adapt_sharpness))
+    sharpened = {k: v.detach().clone() for k, v in start.W.state_dict().items()}  # on device
     return _Look(config, start, build_guide(config, start), sharpened, untrained,
                  build_guide(config, untrained), selection_starts(start, config, select_from),
                  criterion)
