@@ -294,7 +294,7 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     from pyro_base.inference.run.adaptation import SELECT_FROM, selection_starts
     action = next(a for a in command.build_parser()._actions if a.dest == "select_from")
     assert tuple(action.default) == SELECT_FROM == defaults.SELECT_FROM
-    assert tuple(action.choices) == command.STARTS[:-1]
+    assert tuple(action.choices) == (*command.STARTS[:-1], "components")
     from pyro_base.inference.run.adaptation import SELECT_CRITERION
     from pyro_base.inference.run.selection import CRITERIA
     action = next(a for a in command.build_parser()._actions if a.dest == "select_criterion")
@@ -465,7 +465,59 @@ def test_the_main_jobs_posterior_holds_the_sharpened_architecture_prior(prior, t
                                    expected.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("select_from", [defaults.SELECT_FROM, ("architecture", "none")])
+def test_select_from_components_adds_a_start_per_family_component_of_the_refit(
+        prior, tmp_path, caplog):
+    """"components" stands for one start per family component of the run's refit,
+    ``architecture:<family>``: W_0's weights with the component's logits sharpened; adapt
+    chooses among them by the held-out score and adapts the one chosen."""
+    from pyro_base.inference.run.selection import (
+        ConfigError,
+        checkpoint_components,
+        selection_starts,
+    )
+    from pyro_base.inference.vi.adapt import adapt
+    from pyro_base.tasks.base import get_task_distribution
+
+    meta, guide, cfg, state = load_trained(prior)
+    arch, _, _, _ = load_trained(prior, transfer="architecture")
+    components = checkpoint_components(state)
+    assert list(components) == ["motif", "dilated_motif"]  # the refit's two tasks' families
+    starts = selection_starts(meta, cfg, ("all", "components"), components=components)
+    assert list(starts) == ["all", "architecture:motif", "architecture:dilated_motif"]
+    for family in components:
+        for k, v in starts[f"architecture:{family}"].items():
+            want = (cfg.adapt_sharpness * components[family][k] if k.startswith("alpha_")
+                    else arch.W.state_dict()[k])
+            torch.testing.assert_close(v, want, rtol=0, atol=0)
+    assert not torch.equal(starts["architecture:motif"]["alpha_normal"],
+                           starts["architecture:dilated_motif"]["alpha_normal"])
+    # without components the name is left out, with a warning; one start left is refused
+    assert list(selection_starts(meta, cfg, ("all", "none", "components"))) == ["all", "none"]
+    assert "no family components" in caplog.text
+    with pytest.raises(ConfigError, match="a choice needs at least two"):
+        selection_starts(meta, cfg, ("all", "components"), components={})
+    steps, seed = 2, 1
+    args = ["--prior", str(prior), "--steps", str(steps), "--curve-steps", "0", "1",
+            "--seed", str(seed), *TASK, "--n-support", "40"]
+    assert cli([*args, "--out", str(tmp_path / "sel"), "--transfer", "select",
+                "--select-from", "components"]) == 0
+    record = json.loads((tmp_path / "sel" / "adapt.json").read_text())
+    sel, names = record["selection"], list(starts)[1:]
+    ll = sel["heldout_loglik"]
+    assert sel["candidates"] == names
+    assert record["start"] == max(names, key=lambda n: (ll[n][0], -names.index(n)))
+    assert record["cost"]["forward_backward"] == steps * (1 + len(names))
+    task = get_task_distribution("procedural", families=("motif",), image_size=16,
+                                 n_support=40, n_query=16).task("motif", 0, "test")
+    meta.W.load_state_dict(starts[record["start"]])
+    torch.manual_seed(seed)
+    expected = adapt(meta, guide, task, steps=steps, temperature=cfg.adapt_temperature,
+                     num_samples=cfg.num_samples)
+    assert record["op_probs"] == {c: p.tolist() for c, p in expected.posterior.op_probs().items()}
+
+
+@pytest.mark.parametrize("select_from", [defaults.SELECT_FROM, ("architecture", "none"),
+                                         ("all", "components")])
 def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_path, select_from):
     """Each held-out row's ``query_accuracy`` is the default pipeline's: the start
     ``select_start`` picks (same candidates, seed and criterion), adapted on the whole support
@@ -475,16 +527,22 @@ def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_pat
     from pyro_base.inference.run.factory import build_guide, build_tasks
     from pyro_base.inference.run.heldout import format_table, heldout_report
     from pyro_base.inference.run.runlog import RunDir, safe_name
-    from pyro_base.inference.run.selection import select_start, selection_starts
+    from pyro_base.inference.run.selection import (
+        checkpoint_components,
+        select_start,
+        selection_starts,
+    )
     from pyro_base.inference.vi.adapt import adapt
     from pyro_base.inference.vi.meta_svi import task_seed
 
-    model, guide, cfg, _ = load_trained(prior)  # W with its prior sharpened, as adapt does
+    model, guide, cfg, state = load_trained(prior)  # W, its prior sharpened, as adapt does
     cfg = cfg.replace(n_heldout=2, adapt_steps=2)
     raw, _, _, _ = load_trained(prior, sharpness=1.0)
+    components = checkpoint_components(state)
     rows = heldout_report(cfg, raw, RunDir(tmp_path), device="cpu", select_from=select_from,
-                          select_criterion="loglik")
-    starts = selection_starts(model, cfg, select_from)
+                          select_criterion="loglik", components=components)
+    starts = selection_starts(model, cfg, select_from, components=components)
+    assert len(starts) == (3 if "components" in select_from else 2)
     sharpened = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     untrained = build_model(cfg, model.space)  # W_0 of the run's seed
     untrained_guide = build_guide(cfg, untrained)

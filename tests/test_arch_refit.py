@@ -73,6 +73,42 @@ def test_refit_is_the_log_mean_of_each_tasks_adapted_op_probabilities():
                               w_before["alpha_normal"].log_softmax(-1), atol=1e-4)
 
 
+def test_components_are_the_log_mean_of_each_familys_tasks_alone():
+    cfg = MetaConfig(**TINY)
+    model, guide = _model_guide(cfg)
+    tasks = _tasks(4)  # stratified: families 0, 1, 2, 3 of the source, one task each
+    tasks = [tasks[0], tasks[1], dataclasses.replace(
+        tasks[2], metadata={**tasks[2].metadata, "family": tasks[0].family})]
+    refit = refit_architecture(model, guide, tasks, steps=2, temperature=0.5, seed=7)
+    probs = []
+    for c, task in enumerate(tasks):
+        torch.manual_seed(task_seed(7, REFIT_STREAM, c))
+        post, _ = guide.adapt(*task.support, n_classes=task.n_classes, temperature=0.5,
+                              steps=2)
+        probs.append({n: post.params[n].softmax(-1) for n in ("alpha_normal", "alpha_reduce")})
+    a, b = tasks[0].family, tasks[1].family
+    assert list(refit.components) == [a, b]
+    for n in ("alpha_normal", "alpha_reduce"):
+        torch.testing.assert_close(refit.components[a][n],
+                                   ((probs[0][n] + probs[2][n]) / 2).log())
+        torch.testing.assert_close(refit.components[b][n], probs[1][n].log())
+        # the pooled logits are the components' mixture, weighted by their task counts
+        mix = (2 * refit.components[a][n].exp() + refit.components[b][n].exp()) / 3
+        torch.testing.assert_close(refit.logits[n], mix.log())
+    back = ArchRefit.from_state(refit.to_state())
+    for f, comp in refit.components.items():
+        for n, v in comp.items():
+            torch.testing.assert_close(back.components[f][n], v, rtol=0, atol=0)
+    # one family, or none named: no components; a checkpoint from before them reads as none
+    one = refit_architecture(model, guide, [tasks[0], tasks[2]], steps=2, temperature=0.5,
+                             seed=7)
+    assert one.components == {}
+    old = {k: v for k, v in refit.to_state().items() if k != "components"}
+    assert ArchRefit.from_state(old).components == {}
+    with pytest.raises(ValueError, match="families has 2 entries for 3 tasks"):
+        refit_mod.combine([probs[0]] * 3, steps=2, temperature=0.5, seed=0, families=[a, b])
+
+
 def test_a_task_with_a_non_finite_loss_is_left_out_of_the_mean(caplog):
     cfg = MetaConfig(**TINY)
     model, guide = _model_guide(cfg)

@@ -640,3 +640,57 @@ def test_reuse_never_takes_another_starts_numbers(tmp_path):
     assert known_records(earlier, {**earlier["settings"], "seed": 1}, [0, 1]) == {}
     assert known_records(earlier, earlier["settings"], [0, 1, 5]) == {}  # a step it lacks
     assert len(known_records(earlier, earlier["settings"], [1])) == 2
+
+
+def test_select_from_components_chooses_among_the_refits_family_components(tmp_path):
+    """``select_from`` "components": one candidate per family component of the run's refit,
+    ``architecture:<family>``, the component's sharpened logits with W_0's weights; the select
+    arm's curve is the chosen component's adaptation with the task's paired seeds."""
+    from pyro_base.inference.evaluate.paired import _adapt_arm, _setup
+    from pyro_base.inference.vi.arch_refit import refit_architecture, refit_tasks
+
+    cfg = CFG.replace(n_support=20)
+    path, w0 = make_run(tmp_path / "run", cfg, train=True)
+    space = build_space(cfg)
+    state = torch.load(path / CHECKPOINT, weights_only=False)
+    model = build_model(cfg, space)
+    model.W.load_state_dict(state["svi"]["W"])
+    refit = refit_architecture(model, build_guide(cfg, model),
+                               refit_tasks(build_tasks(cfg, space), 2, seed=cfg.seed),
+                               steps=2, temperature=cfg.adapt_temperature, seed=cfg.seed)
+    assert list(refit.components) == ["motif", "colour"]
+    state["arch_refit"] = refit.to_state()
+    save_checkpoint(path / CHECKPOINT, state, space=space)
+    names = ["architecture:motif", "architecture:colour"]
+    kwargs = dict(tasks_per_family=2, steps=(0, 2), n_boot=50, arms=("untrained", "select"),
+                  select_at=2)
+    result = evaluate_run(path, select_from=("components",), **kwargs)
+    s = _setup(path, device="cpu", arms=kwargs["arms"], tasks_per_family=2, elbo_impl=None,
+               select_from=("components",), select_at=2)
+    assert s.select == tuple(names) and list(s.starts) == names
+    for name, family in zip(names, ("motif", "colour"), strict=True):
+        for k, v in s.starts[name].items():  # W_0's weights, the component's logits sharpened
+            want = (cfg.adapt_sharpness * refit.components[family][k] if k.startswith("alpha_")
+                    else w0[k])
+            torch.testing.assert_close(v, want, rtol=0, atol=0)
+    assert result.settings["select_from"] == ["components"]
+    for r in result.tasks:
+        sel = r["selection"]
+        ll = sel["heldout_loglik"]
+        assert sel["candidates"] == names
+        assert sel["chosen"]["2"] == max(names, key=lambda n: (ll[n][0], -names.index(n)))
+        fi = list(s.by_family).index(r["family"])
+        task = s.by_family[r["family"]][r["task_index"]]
+        want = _adapt_arm(s.model, s.guide, s.starts[sel["chosen"]["2"]], task, fi,
+                          r["task_index"], steps=[0, 2], seed=0, cfg=s.cfg,
+                          support_accuracy=False)
+        assert r["accuracy"]["select"] == want["accuracy"]
+    both = evaluate_run(path, select_from=("all", "components"), **kwargs)
+    assert all(r["selection"]["candidates"] == ["meta", *names] for r in both.tasks)
+    with pytest.raises(ValueError, match="choose once"):
+        evaluate_run(path, select_from=("all", "components"), **{**kwargs, "select_at": "each"})
+    # a run whose refit has no components: the name is left out, and one start is too few
+    del state["arch_refit"]["components"]
+    save_checkpoint(path / CHECKPOINT, state, space=space)
+    with pytest.raises(ValueError, match="a choice needs at least two"):
+        evaluate_run(path, select_from=("all", "components"), **kwargs)

@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
                         "about 3x the cost with two candidates)")
-    p.add_argument("--select-from", nargs="+", choices=STARTS[:-1],
+    p.add_argument("--select-from", nargs="+", choices=(*STARTS[:-1], "components"),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts --transfer select chooses between, the preferred first "
-                        "(it keeps a tie): two or more of all, architecture, weights, none "
+                        "(it keeps a tie): two or more of all, architecture, weights, none, "
+                        "components (one start per family component of the run's "
+                        "architecture refit, with W_0's weights) "
                         f"(default: {' '.join(defaults.SELECT_FROM)})")
     p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score --transfer select maximises: accuracy, or loglik, "
@@ -120,16 +122,17 @@ def fewshot(args: argparse.Namespace) -> int:
     """The few-shot protocol: mean query accuracy over episodes with its 95% interval."""
     from pyro_base.checkpoint import CheckpointError
     from pyro_base.inference.evaluate.fewshot import episode_source, fewshot_score
-    from pyro_base.inference.run.adaptation import selection_starts
+    from pyro_base.inference.run.adaptation import checkpoint_components, selection_starts
     from pyro_base.inference.run.factory import load_trained
     from pyro_base.inference.run.runlog import RunDir
     from pyro_base.training import resolve_device
 
     try:
         select = args.transfer == "select"
-        model, guide, cfg, _ = load_trained(args.prior, device=resolve_device(args.device),
-                                            transfer="all" if select else args.transfer,
-                                            sharpness=args.adapt_sharpness)
+        model, guide, cfg, state = load_trained(args.prior,
+                                                device=resolve_device(args.device),
+                                                transfer="all" if select else args.transfer,
+                                                sharpness=args.adapt_sharpness)
         space = model.space
         source = episode_source(args.task_source, n_way=args.n_way, k_shot=args.k_shot,
                                 n_query=args.query_per_class, image_size=space.input_size,
@@ -145,7 +148,9 @@ def fewshot(args: argparse.Namespace) -> int:
                                num_samples=cfg.num_samples if args.num_samples is None
                                else args.num_samples,
                                seed=args.seed, split=args.task_split, progress=args.progress,
-                               starts=selection_starts(model, cfg, args.select_from)
+                               starts=selection_starts(
+                                   model, cfg, args.select_from,
+                                   components=checkpoint_components(state))
                                if select else None, select_criterion=args.select_criterion)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -100,11 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "per task, the start of --select-from that scores higher on a "
                         "held-out quarter of its support set, as adapt's default choice "
                         "(with --select-at each, the arms of --select-from are needed)")
-    p.add_argument("--select-from", nargs="+", choices=tuple(TRANSFER_ARMS),
+    p.add_argument("--select-from", nargs="+", choices=(*TRANSFER_ARMS, "components"),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts the 'select' arm chooses between, as adapt --transfer "
                         "select --select-from: all (arm meta), none (untrained), architecture "
-                        "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch)")
+                        "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch), "
+                        "components (one start per family component of the run's architecture "
+                        "refit, with W_0's weights; needs one choice, not --select-at each)")
     p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score the 'select' arm maximises (accuracy, or loglik: "
                         "the mean log predictive density)")

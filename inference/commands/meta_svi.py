@@ -115,7 +115,9 @@ def main(args: argparse.Namespace) -> int:
         prior = svi.guide.prior_posterior().genotype(space)
         run.write_json(PRIOR_GENOTYPE, prior.to_dict())
         rows = heldout_report(cfg, svi.model, run, device=result.device,
-                              distribution=result.distribution)
+                              distribution=result.distribution,
+                              components=None if result.arch_refit is None
+                              else result.arch_refit.components)
         if result.arch_refit is not None:
             r = result.arch_refit
             print(f"\narchitecture prior refit to the mean op probabilities of {r.n_good} "

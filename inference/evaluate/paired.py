@@ -17,7 +17,9 @@ count in ``steps`` (``0``: no adaptation). The arms:
 * ``select`` (asked for by name): per task, the one of the starts ``select_from`` (names
   of :data:`~pyro_base.inference.run.factory.TRANSFERS`, each the start of its arm of
   :data:`TRANSFER_ARMS`: ``all`` of ``meta``, ``none`` of ``untrained``, ``architecture`` of
-  ``meta_arch_untrained_weights``; default ``all`` and ``architecture``, as ``adapt``'s)
+  ``meta_arch_untrained_weights``; ``components``: one start per family component of the
+  run's architecture refit, named ``architecture:<family>``, with ``W_0``'s weights, evaluated
+  only as the select arm's choice; default ``all`` and ``architecture``, as ``adapt``'s)
   that scores higher on a held-out quarter of the task's own support set after
   ``select_at`` steps (default: the run's ``adapt_steps``, the budget a new task is adapted
   for), each adapted on the other three quarters
@@ -109,7 +111,13 @@ from pyro_base.inference.run.factory import (
 )
 from pyro_base.inference.run.run_dir import load_run
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
-from pyro_base.inference.run.selection import CRITERIA, select_start
+from pyro_base.inference.run.selection import (
+    COMPONENTS,
+    CRITERIA,
+    checkpoint_components,
+    select_start,
+    selection_starts,
+)
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.inference.vi.elbo import check_supported
 from pyro_base.inference.vi.guides import ELBO_IMPLS, AdaptedPosterior
@@ -153,11 +161,15 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
     if isinstance(arms, str) or not arms or len(set(arms)) != len(arms) or any(
             a not in ARMS for a in arms):
         raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
-    if (isinstance(select_from, str) or len(select_from) < 2
+    if (isinstance(select_from, str)
+            or len(select_from) < (1 if tuple(select_from) == (COMPONENTS,) else 2)
             or len(set(select_from)) != len(select_from)
-            or any(n not in TRANSFER_ARMS for n in select_from)):
+            or any(n not in (*TRANSFER_ARMS, COMPONENTS) for n in select_from)):
         raise ValueError(f"select_from must be at least two distinct names from "
-                         f"{tuple(TRANSFER_ARMS)}, got {select_from!r}")
+                         f"{(*TRANSFER_ARMS, COMPONENTS)}, got {select_from!r}")
+    if COMPONENTS in select_from and select_at == EACH:
+        raise ValueError(f"select_from {COMPONENTS!r} has no arms of its own to choose between "
+                         f"at each step count: choose once (select_at an int, or None)")
     if select_criterion not in CRITERIA:
         raise ValueError(f"select_criterion must be one of {CRITERIA}, got "
                          f"{select_criterion!r}")
@@ -165,7 +177,7 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
                                                          or select_at < 0):
         raise ValueError(f"select_at must be None (the run's adapt_steps), {EACH!r} or an int "
                          f">= 0, got {select_at!r}")
-    need = [TRANSFER_ARMS[n] for n in select_from]
+    need = [TRANSFER_ARMS[n] for n in select_from if n != COMPONENTS]
     if SELECT in arms and select_at == EACH and not set(need) <= set(arms):
         raise ValueError(f"the {SELECT!r} arm chooses at each step count between {need} "
                          f"(select_from {list(select_from)}): ask for them with it, got "
@@ -373,7 +385,12 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
     every = _arm_states(cfg, meta, dev)
     states = {a: s for a, s in every.items() if a in arms}
     by_family = family_tasks(build_tasks(cfg, build_space(cfg)), tasks_per_family)
-    select = tuple(TRANSFER_ARMS[n] for n in select_from) if SELECT in arms else None
+    select = None
+    if SELECT in arms:
+        starts = selection_starts(model, cfg, select_from,
+                                  components=checkpoint_components(state))
+        select = tuple(TRANSFER_ARMS.get(n, n) for n in starts)
+        every |= {n: v for n, v in starts.items() if n not in TRANSFER_ARMS}
     return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select,
                   select_criterion, int(cfg.adapt_steps) if select_at is None else select_at,
                   {a: every[a] for a in select} if select else None)

@@ -19,7 +19,8 @@ gives the poster's "multi-task prior": the genotype of ``W``'s own architecture 
 them) with the weights the run started from (``W_0``, rebuilt from its config and seed)
 (:func:`~pyro_base.inference.run.factory.transfer_state`). ``"none"``: ``W_0`` itself.
 ``"select"`` (the default): the task chooses among the starts ``select_from`` (default
-``all`` and ``architecture``) by ``select_criterion`` (default the held-out log-likelihood) on
+``all`` and ``architecture``; ``components`` adds one start per family component of the
+run's architecture refit) by ``select_criterion`` (default the held-out log-likelihood) on
 a quarter of its support set at the step budget (:mod:`~pyro_base.inference.run.selection`;
 about three times the cost of one adaptation; a one-shot support set takes the first start);
 ``adapt.json`` then records the held-out scores and the start chosen. On the embedded task
@@ -57,6 +58,7 @@ from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
 from pyro_base.inference.run.selection import (  # noqa: F401  (re-exported)
     can_hold_out,
     check_select_from,
+    checkpoint_components,
     select_start,
     selection_starts,
 )
@@ -142,7 +144,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
         raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
                           "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
-    model, guide, cfg, _ = load_trained(prior, device=dev,
+    model, guide, cfg, state = load_trained(prior, device=dev,
                                         transfer="all" if transfer == "select" else transfer,
                                         sharpness=sharpness)
     space = model.space
@@ -158,7 +160,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     start = time.perf_counter()
     selection, start_name = None, transfer
     if transfer == "select":
-        starts = selection_starts(model, cfg, select_from)
+        starts = selection_starts(model, cfg, select_from,
+                                  components=checkpoint_components(state))
         start_name = select_from[0]
         if can_hold_out(ys, n_classes=task.n_classes):
             selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,

@@ -95,7 +95,8 @@ class _Look:
 
 
 def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: Sequence[str],
-                  criterion: str, device: torch.device | str = "cpu") -> _Look:
+                  criterion: str, components: dict[str, dict[str, torch.Tensor]] | None = None,
+                  device: torch.device | str = "cpu") -> _Look:
     """The models of the look at meta-trained ``W`` (its prior sharpened, as adapt does)."""
     config = MetaConfig.from_dict(cfg)
     if config.deterministic:  # as the meta-step's workers
@@ -106,8 +107,8 @@ def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: 
     start.W.load_state_dict(sharpen_architecture(W, config.adapt_sharpness))
     sharpened = {k: v.detach().clone() for k, v in start.W.state_dict().items()}  # on device
     return _Look(config, start, build_guide(config, start), sharpened, untrained,
-                 build_guide(config, untrained), selection_starts(start, config, select_from),
-                 criterion)
+                 build_guide(config, untrained),
+                 selection_starts(start, config, select_from, components=components), criterion)
 
 
 def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
@@ -176,11 +177,15 @@ def _choose_start(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddin
 def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
                    device: torch.device | str, distribution: Any = None,
                    select_from: Sequence[str] = defaults.SELECT_FROM,
-                   select_criterion: str = defaults.SELECT_CRITERION) -> list[dict[str, Any]]:
+                   select_criterion: str = defaults.SELECT_CRITERION,
+                   components: dict[str, dict[str, torch.Tensor]] | None = None,
+                   ) -> list[dict[str, Any]]:
     """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
     names, built afresh) from the default start (the one of ``select_from``, starts built from
     ``model``'s meta-trained ``W``, that scores the higher held-out ``select_criterion``), from
     the whole ``W``, and from ``W_0``; write genotypes, metrics and ``posterior.nc``.
+    ``components`` are the refit's family components, the starts ``"components"`` in
+    ``select_from`` stands for.
 
     On a CPU the tasks are spread over ``cfg.meta_workers`` processes (one torch thread each;
     every task seeds its own adaptations, so the rows do not depend on the number)."""
@@ -189,7 +194,8 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
         distribution = build_tasks(cfg, space)
     tasks = distribution.tasks("test", cfg.n_heldout)
     W = {k: v.detach().cpu().clone() for k, v in model.W.state_dict().items()}
-    args = (cfg.to_dict(), W, tuple(select_from), select_criterion)
+    comps = {f: {k: v.detach().cpu() for k, v in c.items()} for f, c in (components or {}).items()}
+    args = (cfg.to_dict(), W, tuple(select_from), select_criterion, comps)
     workers = min(cfg.meta_workers, len(tasks))
     look = _look_context(*args, device=device)  # the posterior's model, and the serial look
     if workers > 1 and look.start.W.mu.device.type == "cpu":

@@ -73,7 +73,7 @@ def compute_refit(cfg: MetaConfig, svi: MetaSVI, distribution: Any, *,
     probs = evaluate_parallel([(c, t) for c, t in enumerate(tasks)], workers,
                               setup=_worker_context, setup_args=(cfg.to_dict(), W),
                               unit=_worker_unit, progress=progress, desc="arch refit")
-    return combine(probs, meta_step=svi.step_count, **kw)
+    return combine(probs, meta_step=svi.step_count, families=[t.family for t in tasks], **kw)
 
 
 def arch_refit_phase(cfg: MetaConfig, svi: MetaSVI, distribution: Any, run: RunDir | None,

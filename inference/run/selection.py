@@ -20,16 +20,25 @@ The chosen start is then adapted on the whole support set, by the caller. The ch
 one adaptation per candidate on 3/4 of the support set: with two candidates, about three times
 one adaptation in all.
 
+The candidates are named starts (:func:`selection_starts`): the transfers of
+:data:`~pyro_base.inference.run.factory.TRANSFERS`, and ``"components"``, which stands for one
+candidate per family component of the run's architecture refit
+(:class:`~pyro_base.inference.vi.arch_refit.ArchRefit`), ``"architecture:<family>"``: that
+component's logits, sharpened as every start's are, with the run's initial weights ``W_0``.
+The task's family is never asked: its held-out score picks the component, or another start.
+
 Usage::
 
     sel = select_start(model, guide, {"all": meta_state, "none": w0_state}, xs, ys,
                        n_classes=8, steps=[20, 80], temperature=0.5, num_samples=4, seed=0,
                        criterion="loglik")
     sel.chosen[80], sel.heldout_accuracy["none"], sel.heldout_loglik["none"]
+    starts = selection_starts(model, cfg, ("all", "components"), components=refit.components)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +51,14 @@ from pyro_base import defaults
 from pyro_base.config import ConfigError
 from pyro_base.inference.run.factory import TRANSFERS, build_model, transfer_state
 from pyro_base.inference.vi.adapt import predictive_probs
+from pyro_base.inference.vi.arch_refit import ArchRefit
+
+log = logging.getLogger(__name__)
 
 HOLDOUT_FRACTION = 0.25
 CRITERIA = ("accuracy", "loglik")  # the held-out scores a choice may maximise
+COMPONENTS = "components"  # in select_from: every family component of the refit, W_0's weights
+CANDIDATES = (*TRANSFERS, COMPONENTS)  # the names select_from may hold
 
 
 def holdout_mask(y: torch.Tensor, *, n_classes: int, fraction: float = HOLDOUT_FRACTION,
@@ -145,20 +159,63 @@ def select_start(model: Any, guide: Any, starts: Mapping[str, Mapping[str, torch
 
 
 def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
-    """``select_from`` as a tuple of at least two distinct names of
-    :data:`~pyro_base.inference.run.factory.TRANSFERS`; anything else is a ``ConfigError``."""
+    """``select_from`` as a tuple of at least two distinct names of :data:`CANDIDATES` (or
+    ``"components"`` alone, which may stand for several); anything else is a
+    ``ConfigError``."""
     names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
-    if len(names) < 2 or len(set(names)) != len(names) or any(n not in TRANSFERS for n in names):
-        raise ConfigError(f"select_from must be at least two distinct names from {TRANSFERS}, "
+    if (len(names) < (1 if names == (COMPONENTS,) else 2) or len(set(names)) != len(names)
+            or any(n not in CANDIDATES for n in names)):
+        raise ConfigError(f"select_from must be at least two distinct names from {CANDIDATES}, "
                           f"the preferred first, got {list(names)!r}")
     return names
 
 
+def component_name(family: str) -> str:
+    """The candidate name of one family component: ``"architecture:<family>"``."""
+    return f"architecture:{family}"
+
+
+def component_state(state: Mapping[str, torch.Tensor], logits: Mapping[str, torch.Tensor],
+                    sharpness: float) -> dict[str, torch.Tensor]:
+    """``state`` with its architecture logits replaced by ``sharpness`` times a component's
+    ``logits`` (log-probabilities per edge), the power every start's prior is raised to."""
+    missing = sorted(set(logits) - set(state))
+    if missing:
+        raise KeyError(f"the component logits {missing} are not in this W ({sorted(state)})")
+    return {k: (sharpness * logits[k].to(v) if k in logits else v) for k, v in state.items()}
+
+
 def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults.SELECT_FROM,
+                     *, components: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
                      ) -> dict[str, dict[str, torch.Tensor]]:
-    """The candidates of ``transfer="select"`` (``select_from``, names of
-    :data:`~pyro_base.inference.run.factory.TRANSFERS`) as state dicts of ``model.W``, built
-    from its meta-trained ``W`` and the run's ``W_0`` (rebuilt from ``cfg``)."""
+    """The candidates of ``transfer="select"`` (``select_from``, names of :data:`CANDIDATES`)
+    as state dicts of ``model.W``, built from its meta-trained ``W`` (its architecture prior
+    already sharpened) and the run's ``W_0`` (rebuilt from ``cfg``); ``"components"`` stands
+    for one start per entry of ``components`` (family -> refit logits,
+    :attr:`~pyro_base.inference.vi.arch_refit.ArchRefit.components`), sharpened by
+    ``cfg.adapt_sharpness``. A run without components leaves them out with a warning; fewer
+    than two starts left is a ``ConfigError``."""
+    names = check_select_from(select_from)
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
-    return {n: transfer_state(meta, initial, transfer=n) for n in check_select_from(select_from)}
+    starts: dict[str, dict[str, torch.Tensor]] = {}
+    for name in names:
+        if name != COMPONENTS:
+            starts[name] = transfer_state(meta, initial, transfer=name)
+            continue
+        if not components:
+            log.warning("select_from names %r but the run's refit has no family components "
+                        "(a run without a refit, of one family, or from before them): left "
+                        "out", COMPONENTS)
+        arch = transfer_state(meta, initial, transfer="architecture")
+        for family, logits in (components or {}).items():
+            starts[component_name(family)] = component_state(arch, logits, cfg.adapt_sharpness)
+    if len(starts) < 2:
+        raise ConfigError(f"select_from {list(names)} gives {len(starts)} start(s) "
+                          f"({list(starts)}); a choice needs at least two")
+    return starts
+
+
+def checkpoint_components(state: Mapping[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    """The family components of a checkpoint's architecture refit (none without a refit)."""
+    return ArchRefit.from_state(state["arch_refit"]).components if "arch_refit" in state else {}

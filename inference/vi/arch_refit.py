@@ -30,12 +30,20 @@ the 40-task refit moved the default start by +0.00 to +0.02 per family, no inter
 Cost: ``C * S`` inner steps, at the ``cpu`` preset about 0.11 s each on one CPU core (20 tasks
 x 40 steps: 88 s in one process, 40-52 s spread over two; 40 tasks: 82-87 s over two).
 
+Components. Where the tasks come from named families, the refit also keeps one component per
+family, the same M-step over that family's tasks alone, ``alpha^(f)_e <- log mean_{c in f}
+softmax(phi_c,e)`` (the pooled logits are the components' mixture, weighted by their task
+counts). They cost nothing more than the pooled refit (the same adapted tasks, grouped), and
+a new task, whose family is not known, can choose among them
+(:class:`~pyro_base.inference.run.selection.ComponentStart`).
+
 Usage::
 
     tasks = refit_tasks(distribution, n=20, seed=0)
     refit = refit_architecture(model, guide, tasks, steps=40, temperature=0.5, seed=0)
     model.W.load_state_dict(refit.apply(model.W.state_dict()))
     refit.to_state()            # what checkpoint.pt keeps under "arch_refit"
+    refit.components["relation"]["alpha_normal"].exp()   # one family's component
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +76,8 @@ class ArchRefit:
     temperature: float
     seed: int
     meta_step: int  # the meta-step of the W it refit
+    # per family of the refit tasks (two or more families), the logits of its tasks alone
+    components: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def apply(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``state`` (of ``W``) with its architecture logits replaced by the refit ones."""
@@ -83,6 +93,8 @@ class ArchRefit:
 
     def to_state(self) -> dict[str, Any]:
         return {"logits": {k: v.detach().cpu() for k, v in self.logits.items()},
+                "components": {f: {k: v.detach().cpu() for k, v in c.items()}
+                               for f, c in self.components.items()},
                 "n_good": self.n_good, **self.settings()}
 
     @classmethod
@@ -90,7 +102,8 @@ class ArchRefit:
         return cls(logits=dict(state["logits"]), tasks=int(state["tasks"]),
                    n_good=int(state["n_good"]), steps=int(state["steps"]),
                    temperature=float(state["temperature"]),
-                   seed=int(state["seed"]), meta_step=int(state["meta_step"]))
+                   seed=int(state["seed"]), meta_step=int(state["meta_step"]),
+                   components={f: dict(c) for f, c in state.get("components", {}).items()})
 
 
 def refit_tasks(distribution: TaskDistribution, n: int, *, seed: int) -> list[Task]:
@@ -130,18 +143,36 @@ def adapted_op_probs(model: Any, guide: Any, task: Task, c: int, *, steps: int,
     return {n: v.detach().softmax(-1) for n, v in post.params.items() if n.startswith("alpha_")}
 
 
+def _log_mean(good: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    # an op whose probability underflowed to 0 in every task keeps a finite logit
+    return {n: torch.stack([p[n] for p in good]).mean(0).clamp_min(
+        torch.finfo(good[0][n].dtype).tiny).log() for n in good[0]}
+
+
 def combine(probs: Sequence[dict[str, torch.Tensor] | None], *, steps: int, temperature: float,
-            seed: int, meta_step: int = 0) -> ArchRefit:
+            seed: int, meta_step: int = 0, families: Sequence[str | None] | None = None,
+            ) -> ArchRefit:
     """The refit from the tasks' :func:`adapted_op_probs` (in task order; ``None``: left out):
-    ``log mean_c softmax(phi_c)`` per cell."""
+    ``log mean_c softmax(phi_c)`` per cell, and, where ``families`` (the tasks' families, in
+    the same order) name two or more, the same per family (a family none of whose tasks had
+    a finite loss has no component)."""
     good = [p for p in probs if p is not None]
     if not good:
         raise ValueError(f"arch refit: none of the {len(probs)} tasks had a finite inner loss")
-    # an op whose probability underflowed to 0 in every task keeps a finite logit
-    logits = {n: torch.stack([p[n] for p in good]).mean(0).clamp_min(
-        torch.finfo(good[0][n].dtype).tiny).log() for n in good[0]}
-    return ArchRefit(logits=logits, tasks=len(probs), n_good=len(good), steps=steps,
-                     temperature=temperature, seed=seed, meta_step=meta_step)
+    components: dict[str, dict[str, torch.Tensor]] = {}
+    if families is not None:
+        if len(families) != len(probs):
+            raise ValueError(f"families has {len(families)} entries for {len(probs)} tasks")
+        names = list(dict.fromkeys(f for f in families if f is not None))
+        if len(names) >= 2:
+            for f in names:
+                mine = [p for p, g in zip(probs, families, strict=True)
+                        if g == f and p is not None]
+                if mine:
+                    components[f] = _log_mean(mine)
+    return ArchRefit(logits=_log_mean(good), tasks=len(probs), n_good=len(good), steps=steps,
+                     temperature=temperature, seed=seed, meta_step=meta_step,
+                     components=components)
 
 
 def refit_architecture(model: Any, guide: Any, tasks: Sequence[Task], *, steps: int,
@@ -156,7 +187,8 @@ def refit_architecture(model: Any, guide: Any, tasks: Sequence[Task], *, steps: 
                               seed=seed) for c, task in enumerate(tasks)]
     log.info("arch refit: %d tasks x %d steps at temperature %g", len(tasks), steps,
              temperature)
-    return combine(probs, steps=steps, temperature=temperature, seed=seed, meta_step=meta_step)
+    return combine(probs, steps=steps, temperature=temperature, seed=seed, meta_step=meta_step,
+                   families=[t.family for t in tasks])
 
 
 def check_refit(tasks: Sequence[Task], steps: int) -> None:
