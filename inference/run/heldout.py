@@ -240,12 +240,13 @@ def write_posterior(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbedd
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'task':34s} {'family':14s} {'default':>7s} {'start':12s} {'meta':>6s} "
+    w = max([12, *(len(r["start"]) for r in rows)])  # "architecture:<family>" is longer
+    head = (f"{'task':34s} {'family':14s} {'default':>7s} {'start':{w}s} {'meta':>6s} "
             f"{'0-shot':>6s} {'untrn':>6s}  genotype (default)")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['task']:34s} {r['family']:14s} {r['query_accuracy']:7.3f} "
-                     f"{r['start']:12s} {r['meta_accuracy']:6.3f} "
+                     f"{r['start']:{w}s} {r['meta_accuracy']:6.3f} "
                      f"{r['prior_only_accuracy']:6.3f} {r['untrained_accuracy']:6.3f}  "
                      f"{r['genotype']}")
     return "\n".join(lines)
