@@ -466,7 +466,7 @@ def test_the_main_jobs_posterior_holds_the_sharpened_architecture_prior(prior, t
 
 
 def test_select_from_components_adds_a_start_per_family_component_of_the_refit(
-        prior, tmp_path, caplog):
+        prior, tmp_path):
     """"components" stands for one start per family component of the run's refit,
     ``architecture:<family>``: W_0's weights with the component's logits sharpened; adapt
     chooses among them by the held-out score and adapts the one chosen."""
@@ -491,11 +491,15 @@ def test_select_from_components_adds_a_start_per_family_component_of_the_refit(
             torch.testing.assert_close(v, want, rtol=0, atol=0)
     assert not torch.equal(starts["architecture:motif"]["alpha_normal"],
                            starts["architecture:dilated_motif"]["alpha_normal"])
-    # without components the name is left out, with a warning; one start left is refused
-    assert list(selection_starts(meta, cfg, ("all", "none", "components"))) == ["all", "none"]
-    assert "no family components" in caplog.text
+    # without components the pooled architecture start stands in for them
+    plain = selection_starts(meta, cfg, ("all", "architecture"))
+    for names in (("all", "components"), ("all", "architecture", "components")):
+        got = selection_starts(meta, cfg, names, components={})
+        assert list(got) == ["all", "architecture"]
+        for k, v in got["architecture"].items():
+            torch.testing.assert_close(v, plain["architecture"][k], rtol=0, atol=0)
     with pytest.raises(ConfigError, match="a choice needs at least two"):
-        selection_starts(meta, cfg, ("all", "components"), components={})
+        selection_starts(meta, cfg, ("architecture", "components"))
     steps, seed = 2, 1
     args = ["--prior", str(prior), "--steps", str(steps), "--curve-steps", "0", "1",
             "--seed", str(seed), *TASK, "--n-support", "40"]

@@ -689,8 +689,9 @@ def test_select_from_components_chooses_among_the_refits_family_components(tmp_p
     assert all(r["selection"]["candidates"] == ["meta", *names] for r in both.tasks)
     with pytest.raises(ValueError, match="choose once"):
         evaluate_run(path, select_from=("all", "components"), **{**kwargs, "select_at": "each"})
-    # a run whose refit has no components: the name is left out, and one start is too few
+    # a run whose refit has no components: its architecture start stands in for them
     del state["arch_refit"]["components"]
     save_checkpoint(path / CHECKPOINT, state, space=space)
-    with pytest.raises(ValueError, match="a choice needs at least two"):
-        evaluate_run(path, select_from=("all", "components"), **kwargs)
+    old = evaluate_run(path, select_from=("all", "components"), **kwargs)
+    assert all(r["selection"]["candidates"] == ["meta", "meta_arch_untrained_weights"]
+               for r in old.tasks)

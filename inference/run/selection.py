@@ -26,6 +26,8 @@ candidate per family component of the run's architecture refit
 (:class:`~pyro_base.inference.vi.arch_refit.ArchRefit`), ``"architecture:<family>"``: that
 component's logits, sharpened as every start's are, with the run's initial weights ``W_0``.
 The task's family is never asked: its held-out score picks the component, or another start.
+A run without components (one family, or no refit) has its pooled ``"architecture"`` start
+in their place.
 
 Usage::
 
@@ -193,8 +195,10 @@ def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults
     already sharpened) and the run's ``W_0`` (rebuilt from ``cfg``); ``"components"`` stands
     for one start per entry of ``components`` (family -> refit logits,
     :attr:`~pyro_base.inference.vi.arch_refit.ArchRefit.components`), sharpened by
-    ``cfg.adapt_sharpness``. A run without components leaves them out with a warning; fewer
-    than two starts left is a ``ConfigError``."""
+    ``cfg.adapt_sharpness``. Where the run has no components (one family, no refit, or a
+    checkpoint from before them) the pooled architecture start, ``"architecture"``, stands in
+    for them (it is the one component there is); fewer than two starts is a
+    ``ConfigError``."""
     names = check_select_from(select_from)
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
@@ -203,11 +207,11 @@ def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults
         if name != COMPONENTS:
             starts[name] = transfer_state(meta, initial, transfer=name)
             continue
-        if not components:
-            log.warning("select_from names %r but the run's refit has no family components "
-                        "(a run without a refit, of one family, or from before them): left "
-                        "out", COMPONENTS)
         arch = transfer_state(meta, initial, transfer="architecture")
+        if not components:
+            log.info("the run's refit has no family components (one family, no refit, or a "
+                     "checkpoint from before them): %r is its architecture start", COMPONENTS)
+            starts.setdefault("architecture", arch)
         for family, logits in (components or {}).items():
             starts[component_name(family)] = component_state(arch, logits, cfg.adapt_sharpness)
     if len(starts) < 2:
