@@ -326,7 +326,7 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
         assert cli([*args, "--out", str(tmp_path / "bad"), "--transfer", "select",
                     "--select-from", *bad]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: select_from must be") and err.count("\n") == 1
+        assert err.startswith("error: select_from (--select-from) must be") and err.count("\n") == 1
     with pytest.raises(SystemExit):
         cli([*args, "--out", str(tmp_path / "bad"), "--select-from", "select"])
     assert "--select-from: invalid choice" in capsys.readouterr().err
@@ -342,6 +342,12 @@ def test_select_with_one_image_per_class_starts_from_the_first_candidate(prior, 
     assert record["support"] == 10 and record["transfer"] == "select"
     assert record["start"] == "all" and "selection" not in record
     assert record["cost"]["forward_backward"] == 1
+    # components first: the first family component, by its name (not "components")
+    out = tmp_path / "one_shot_components"
+    assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *TASK,
+                "--n-support", "10", "--select-from", "components", "all"]) == 0
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["start"] == "architecture:motif" and "selection" not in record
 
 
 def test_select_transfer_at_zero_steps_costs_only_the_held_out_draws(prior, tmp_path):
@@ -637,14 +643,17 @@ def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path
     real_parallel = heldout.evaluate_parallel
     monkeypatch.setattr(heldout, "evaluate_parallel", lambda units, workers, **k: pools.append(
         workers) or real_parallel(units, workers, **k))
-    raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
+    from pyro_base.inference.run.selection import checkpoint_components
+
+    raw, _, cfg, state = load_trained(prior, sharpness=1.0)
     cfg = cfg.replace(n_heldout=3, adapt_steps=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
+    try:  # the family components travel to the workers too
         out = {w: tmp_path / f"workers{w}" for w in (1, 2)}
         rows = {w: heldout_report(cfg.replace(meta_workers=w), raw, RunDir(out[w]),
-                                  device="cpu") for w in out}
+                                  device="cpu", select_from=("all", "architecture", "components"),
+                                  components=checkpoint_components(state)) for w in out}
     finally:
         torch.set_num_threads(threads)
 
@@ -652,6 +661,7 @@ def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path
         return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs]
 
     assert pools == [2]  # the look with meta_workers=2 ran in the pool, the other in-process
+    assert all(len(r["selection"]["candidates"]) == 4 for r in rows[2])
     assert timeless(rows[1]) == timeless(rows[2]) and len(rows[1]) == 3
     for path in (out[1] / "genotypes").glob("*.json"):
         assert path.read_text() == (out[2] / "genotypes" / path.name).read_text()

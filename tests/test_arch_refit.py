@@ -285,6 +285,10 @@ def test_worker_processes_give_the_logits_of_one_process():
     assert two.settings() == one.settings() and two.n_good == one.n_good == 4
     for k, v in one.logits.items():
         torch.testing.assert_close(two.logits[k], v, rtol=0, atol=0)
+    assert list(two.components) == list(one.components) and len(one.components) == 4
+    for family, comp in one.components.items():
+        for k, v in comp.items():
+            torch.testing.assert_close(two.components[family][k], v, rtol=0, atol=0)
 
 
 def test_resumed_with_the_refit_turned_off_adapts_from_meta_trainings_logits(refit_run,

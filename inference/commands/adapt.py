@@ -63,13 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(architecture), its weights with uniform logits (weights), W_0 "
                         "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
-                        "about 3x the cost with two candidates)")
+                        "about 1 + 3/4 x the number of candidates times the cost, 3x with "
+                        "two)")
     p.add_argument("--select-from", nargs="+", choices=(*STARTS[:-1], "components"),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts --transfer select chooses between, the preferred first "
                         "(it keeps a tie): two or more of all, architecture, weights, none, "
                         "components (one start per family component of the run's "
-                        "architecture refit, with W_0's weights) "
+                        "architecture refit, with W_0's weights; it may stand alone) "
                         f"(default: {' '.join(defaults.SELECT_FROM)})")
     p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score --transfer select maximises: accuracy, or loglik, "

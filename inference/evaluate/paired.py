@@ -165,9 +165,10 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
             or len(select_from) < (1 if tuple(select_from) == (COMPONENTS,) else 2)
             or len(set(select_from)) != len(select_from)
             or any(n not in (*TRANSFER_ARMS, COMPONENTS) for n in select_from)):
-        raise ValueError(f"select_from must be at least two distinct names from "
-                         f"{(*TRANSFER_ARMS, COMPONENTS)}, got {select_from!r}")
-    if COMPONENTS in select_from and select_at == EACH:
+        raise ValueError(f"select_from (--select-from) must be at least two distinct names "
+                         f"from {(*TRANSFER_ARMS, COMPONENTS)}, or {COMPONENTS!r} alone; got "
+                         f"{select_from!r}")
+    if SELECT in arms and COMPONENTS in select_from and select_at == EACH:
         raise ValueError(f"select_from {COMPONENTS!r} has no arms of its own to choose between "
                          f"at each step count: choose once (select_at an int, or None)")
     if select_criterion not in CRITERIA:
@@ -475,8 +476,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         logits adapts from (:func:`~pyro_base.inference.run.factory.sharpen_architecture`);
         ``None``: the run's ``adapt_sharpness``. Recorded in the settings.
     :param select_from: the starts the ``select`` arm chooses between, the preferred first
-        (names of :data:`TRANSFER_ARMS`; with ``select_at="each"`` their arms must be among
-        ``arms``), and
+        (names of :data:`TRANSFER_ARMS`, whose arms with ``select_at="each"`` must be among
+        ``arms``, or ``"components"``, one start per family component of the run's refit,
+        which needs one choice, not ``"each"``), and
         ``select_criterion`` the held-out score it maximises (``"accuracy"`` or
         ``"loglik"``). Both recorded in the settings.
     :param select_at: the step count after which the ``select`` arm chooses, once per task,

@@ -22,7 +22,9 @@ them) with the weights the run started from (``W_0``, rebuilt from its config an
 ``all`` and ``architecture``; ``components`` adds one start per family component of the
 run's architecture refit) by ``select_criterion`` (default the held-out log-likelihood) on
 a quarter of its support set at the step budget (:mod:`~pyro_base.inference.run.selection`;
-about three times the cost of one adaptation; a one-shot support set takes the first start);
+one adaptation on 3/4 of the support set per candidate, then the chosen one's: about three
+times the cost of one adaptation with two candidates; a one-shot support set takes the first
+start);
 ``adapt.json`` then records the held-out scores and the start chosen. On the embedded task
 families the meta-trained weights memorise the support set of one family (``relation``) and
 lose to the untrained start there after 40 steps or more, while the refit architecture logits
@@ -162,7 +164,7 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     if transfer == "select":
         starts = selection_starts(model, cfg, select_from,
                                   components=checkpoint_components(state))
-        start_name = select_from[0]
+        start_name = next(iter(starts))  # the preferred start (a family component too)
         if can_hold_out(ys, n_classes=task.n_classes):
             selection = select_start(model, guide, starts, xs, ys, n_classes=task.n_classes,
                                      steps=[steps], temperature=tau, num_samples=samples,

@@ -167,8 +167,9 @@ def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
     names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
     if (len(names) < (1 if names == (COMPONENTS,) else 2) or len(set(names)) != len(names)
             or any(n not in CANDIDATES for n in names)):
-        raise ConfigError(f"select_from must be at least two distinct names from {CANDIDATES}, "
-                          f"the preferred first, got {list(names)!r}")
+        raise ConfigError(f"select_from (--select-from) must be at least two distinct names "
+                          f"from {CANDIDATES}, the preferred first, or {COMPONENTS!r} alone; "
+                          f"got {list(names)!r}")
     return names
 
 
@@ -195,10 +196,11 @@ def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults
     already sharpened) and the run's ``W_0`` (rebuilt from ``cfg``); ``"components"`` stands
     for one start per entry of ``components`` (family -> refit logits,
     :attr:`~pyro_base.inference.vi.arch_refit.ArchRefit.components`), sharpened by
-    ``cfg.adapt_sharpness``. Where the run has no components (one family, no refit, or a
-    checkpoint from before them) the pooled architecture start, ``"architecture"``, stands in
-    for them (it is the one component there is); fewer than two starts is a
-    ``ConfigError``."""
+    ``cfg.adapt_sharpness``, in the order of the refit's families (a tie among them goes to
+    the earlier family; the order means nothing more). Where the run has no components (one
+    family, no refit, or a checkpoint from before them) the pooled architecture start,
+    ``"architecture"``, stands in for them (it is the one component there is); fewer than
+    two starts is a ``ConfigError``."""
     names = check_select_from(select_from)
     meta = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
     initial = build_model(cfg, model.space, device=model.W.mu.device).W.state_dict()
@@ -215,8 +217,12 @@ def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults
         for family, logits in (components or {}).items():
             starts[component_name(family)] = component_state(arch, logits, cfg.adapt_sharpness)
     if len(starts) < 2:
-        raise ConfigError(f"select_from {list(names)} gives {len(starts)} start(s) "
-                          f"({list(starts)}); a choice needs at least two")
+        why = ("; the run's refit has no family components (one family, no refit, or a "
+               "checkpoint from before them), so 'components' is its architecture start"
+               if COMPONENTS in names and not components else "")
+        raise ConfigError(f"select_from (--select-from) {list(names)} gives {len(starts)} "
+                          f"start(s) ({list(starts)}){why}: a choice needs at least two, "
+                          f"add another start")
     return starts
 
 

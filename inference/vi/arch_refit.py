@@ -33,9 +33,10 @@ x 40 steps: 88 s in one process, 40-52 s spread over two; 40 tasks: 82-87 s over
 Components. Where the tasks come from named families, the refit also keeps one component per
 family, the same M-step over that family's tasks alone, ``alpha^(f)_e <- log mean_{c in f}
 softmax(phi_c,e)`` (the pooled logits are the components' mixture, weighted by their task
-counts). They cost nothing more than the pooled refit (the same adapted tasks, grouped), and
+counts, where every task has a family). They cost nothing more than the pooled refit (the
+same adapted tasks, grouped; a refit checkpointed before them is reused without them), and
 a new task, whose family is not known, can choose among them
-(:class:`~pyro_base.inference.run.selection.ComponentStart`).
+(``"components"`` in :func:`~pyro_base.inference.run.selection.selection_starts`).
 
 Usage::
 
@@ -154,8 +155,9 @@ def combine(probs: Sequence[dict[str, torch.Tensor] | None], *, steps: int, temp
             ) -> ArchRefit:
     """The refit from the tasks' :func:`adapted_op_probs` (in task order; ``None``: left out):
     ``log mean_c softmax(phi_c)`` per cell, and, where ``families`` (the tasks' families, in
-    the same order) name two or more, the same per family (a family none of whose tasks had
-    a finite loss has no component)."""
+    the same order; ``None``: a task without one, left out of the components) name two or
+    more, the same per family (a family none of whose tasks had a finite loss has no
+    component)."""
     good = [p for p in probs if p is not None]
     if not good:
         raise ValueError(f"arch refit: none of the {len(probs)} tasks had a finite inner loss")
