@@ -51,7 +51,12 @@ import torch
 
 from pyro_base import defaults
 from pyro_base.config import ConfigError
-from pyro_base.inference.run.factory import TRANSFERS, build_model, transfer_state
+from pyro_base.inference.run.factory import (
+    TRANSFERS,
+    build_model,
+    sharpen_architecture,
+    transfer_state,
+)
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.inference.vi.arch_refit import ArchRefit
 
@@ -182,10 +187,12 @@ def component_state(state: Mapping[str, torch.Tensor], logits: Mapping[str, torc
                     sharpness: float) -> dict[str, torch.Tensor]:
     """``state`` with its architecture logits replaced by ``sharpness`` times a component's
     ``logits`` (log-probabilities per edge), the power every start's prior is raised to."""
-    missing = sorted(set(logits) - set(state))
-    if missing:
-        raise KeyError(f"the component logits {missing} are not in this W ({sorted(state)})")
-    return {k: (sharpness * logits[k].to(v) if k in logits else v) for k, v in state.items()}
+    alphas = {k for k in state if k.startswith("alpha_")}
+    if set(logits) != alphas:
+        raise KeyError(f"a component holds the logits {sorted(logits)}, this W's architecture "
+                       f"logits are {sorted(alphas)}")
+    return sharpen_architecture({k: (logits[k].to(v) if k in logits else v)
+                                 for k, v in state.items()}, sharpness)
 
 
 def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults.SELECT_FROM,
