@@ -66,6 +66,8 @@ HOLDOUT_FRACTION = 0.25
 CRITERIA = ("accuracy", "loglik")  # the held-out scores a choice may maximise
 COMPONENTS = "components"  # in select_from: every family component of the refit, W_0's weights
 CANDIDATES = (*TRANSFERS, COMPONENTS)  # the names select_from may hold
+NO_COMPONENTS = ("the run's refit has no family components (one family, no refit, or a "
+                 "checkpoint from before them), so 'components' is its architecture start")
 
 
 def holdout_mask(y: torch.Tensor, *, n_classes: int, fraction: float = HOLDOUT_FRACTION,
@@ -218,15 +220,12 @@ def selection_starts(model: Any, cfg: Any, select_from: Sequence[str] = defaults
             continue
         arch = transfer_state(meta, initial, transfer="architecture")
         if not components:
-            log.info("the run's refit has no family components (one family, no refit, or a "
-                     "checkpoint from before them): %r is its architecture start", COMPONENTS)
+            log.info("%s", NO_COMPONENTS)
             starts.setdefault("architecture", arch)
         for family, logits in (components or {}).items():
             starts[component_name(family)] = component_state(arch, logits, cfg.adapt_sharpness)
     if len(starts) < 2:
-        why = ("; the run's refit has no family components (one family, no refit, or a "
-               "checkpoint from before them), so 'components' is its architecture start"
-               if COMPONENTS in names and not components else "")
+        why = f"; {NO_COMPONENTS}" if COMPONENTS in names and not components else ""
         raise ConfigError(f"select_from (--select-from) {list(names)} gives {len(starts)} "
                           f"start(s) ({list(starts)}){why}: a choice needs at least two, "
                           f"add another start")
