@@ -19,6 +19,17 @@ regenerated with ``python scripts/meta_svi.py --seed S`` to the same ``W``):
   candidate, ``architecture:relation`` (those logits sharpened, ``W_0``'s weights); paired
   with the run's default evaluation (``../select_once_draws/evaluation_seed4.json``).
 
+Two probes of what it takes, on seed 4, each ``python scripts/evaluate.py RUN --arms
+untrained meta_arch_untrained_weights [meta] --workers 2`` on the relation copy's tasks:
+
+* ``default_seed4_relation_refit20.json``: the default run's meta-trained ``W`` refit from 20
+  relation training tasks instead of 4 (``python
+  docs/results/family_component/family_refit.py COPY relation`` on a copy of the relation copy
+  above, whose refit draws relation's tasks alone);
+* ``relation_only_20steps_seed4.json``: ``python scripts/meta_svi.py --seed 4 --families
+  relation --steps 20`` (80 relation tasks, the share of relation's tasks in the default
+  job).
+
 Printed: per arm, relation-only minus default and each one's gain over the untrained start;
 then the three-way choice minus the default choice on every family, its gain over the
 untrained start and the starts chosen. Mean [95% bootstrap interval over tasks].
@@ -94,9 +105,31 @@ def injected() -> None:
         print("  chosen: " + ", ".join(f"{n} {c}" for c, n in chosen.most_common()))
 
 
+def probes() -> None:
+    _, old = load(HERE / "default_seed4_relation.json")
+    _, full = load(HERE / "relation_only_seed4.json")
+    arm = "meta_arch_untrained_weights"
+    for name, label in (("default_seed4_relation_refit20", "20-task relation refit of W"),
+                        ("relation_only_20steps_seed4", "20 relation-only meta-steps")):
+        path = HERE / f"{name}.json"
+        if not path.exists():
+            continue
+        steps, new = load(path)
+        keys = sorted(new)
+        a = np.array([new[k]["accuracy"][arm] for k in keys])
+        print(f"\nseed 4, architecture start: {label}")
+        print(row("minus the default run's", steps,
+                  a - np.array([old[k]["accuracy"][arm] for k in keys])))
+        print(row("minus relation-only (100 steps)", steps,
+                  a - np.array([full[k]["accuracy"][arm] for k in keys])))
+        print(row("minus untrained", steps,
+                  a - np.array([new[k]["accuracy"]["untrained"] for k in keys])))
+
+
 def main() -> None:
     for seed in (4, 3):
         relation_only(seed)
+    probes()
     injected()
 
 
