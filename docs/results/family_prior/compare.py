@@ -31,8 +31,10 @@ untrained meta_arch_untrained_weights [meta] --workers 2`` on the relation copy'
   job).
 
 Printed: per arm, relation-only minus default and each one's gain over the untrained start;
-then the three-way choice minus the default choice on every family, its gain over the
-untrained start and the starts chosen. Mean [95% bootstrap interval over tasks].
+each probe's architecture start against the default run's, the 100-step relation-only run's
+and the untrained start; then the three-way choice minus the default choice on every family,
+its gain over the untrained start and the starts chosen. Mean [95% bootstrap interval over
+tasks].
 """
 
 import json
