@@ -12,12 +12,12 @@ regenerated with ``python scripts/meta_svi.py --seed S`` to the same ``W``):
 * ``default_seedS_relation.json``: the same command on a copy of the default run whose
   ``config.yaml`` lists ``families: [relation]``, so its tasks and inner-loop seeds are the
   relation-only run's (the untrained arm agrees to the last bit: ``W_0`` depends on the seed);
-* ``injected_seed4.json``: the default seed-4 run with the relation-only run's refit logits
+* ``injected_seedS.json``: the default seed-S run with the relation-only run's refit logits
   put in as its one family component (``python docs/results/family_prior/inject.py COPY
   RELATION_RUN relation`` on a copy), ``python scripts/evaluate.py COPY --arms select --select-from
   all architecture components --workers 2``: per task, the default choice with a third
   candidate, ``architecture:relation`` (those logits sharpened, ``W_0``'s weights); paired
-  with the run's default evaluation (``../select_once_draws/evaluation_seed4.json``).
+  with the run's default evaluation (``../select_once_draws/evaluation_seedS.json``).
 
 Two probes of what it takes, on seed 4, each ``python scripts/evaluate.py RUN --arms
 untrained meta_arch_untrained_weights [meta] --workers 2`` on the relation copy's tasks:
@@ -85,15 +85,15 @@ def relation_only(seed: int) -> None:
                           acc[which, arm] - acc[which, "untrained"]))
 
 
-def injected() -> None:
-    path = HERE / "injected_seed4.json"
+def injected(seed: int) -> None:
+    path = HERE / f"injected_seed{seed}.json"
     if not path.exists():
         return
     steps, new = load(path)
-    base_steps, base = load(HERE.parent / "select_once_draws" / "evaluation_seed4.json")
+    base_steps, base = load(HERE.parent / "select_once_draws" / f"evaluation_seed{seed}.json")
     cols = [base_steps.index(s) for s in steps]
-    print("\nseed 4, the default choice with the relation-only architecture start as a third "
-          "candidate")
+    print(f"\nseed {seed}, the default choice with the relation-only architecture start as a "
+          "third candidate")
     for family in FAMILIES:
         keys = sorted(k for k in new if k[0] == family)
         sel = np.array([new[k]["accuracy"]["select"] for k in keys])
@@ -132,7 +132,8 @@ def main() -> None:
     for seed in (4, 3):
         relation_only(seed)
     probes()
-    injected()
+    for seed in (4, 3):
+        injected(seed)
 
 
 if __name__ == "__main__":
