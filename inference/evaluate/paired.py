@@ -114,6 +114,7 @@ from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
 from pyro_base.inference.run.selection import (
     COMPONENTS,
     CRITERIA,
+    check_select_from,
     checkpoint_components,
     select_start,
     selection_starts,
@@ -161,13 +162,7 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
     if isinstance(arms, str) or not arms or len(set(arms)) != len(arms) or any(
             a not in ARMS for a in arms):
         raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
-    if (isinstance(select_from, str)
-            or len(select_from) < (1 if tuple(select_from) == (COMPONENTS,) else 2)
-            or len(set(select_from)) != len(select_from)
-            or any(n not in (*TRANSFER_ARMS, COMPONENTS) for n in select_from)):
-        raise ValueError(f"select_from (--select-from) must be at least two distinct names "
-                         f"from {(*TRANSFER_ARMS, COMPONENTS)}, or {COMPONENTS!r} alone; got "
-                         f"{select_from!r}")
+    check_select_from(select_from)  # adapt's rule: a ConfigError (a ValueError) names it
     if SELECT in arms and COMPONENTS in select_from and select_at == EACH:
         raise ValueError(f"select_from {COMPONENTS!r} has no arms of its own to choose between "
                          f"at each step count: choose once (select_at an int, or None)")
