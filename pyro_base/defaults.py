@@ -5,7 +5,8 @@ optimization-embedding guide, :class:`~pyro_base.inference.vi.meta_svi.MetaSVI`,
 :func:`~pyro_base.inference.vi.adapt.adapt`) and the main job's configuration
 (:class:`~pyro_base.inference.run.config.MetaConfig`) take their defaults from here, so a model
 built by hand behaves like the main job's. The README's "Does meta-training learn?" section
-gives the measurements behind them (paired held-out gains over the untrained start).
+gives the default pipeline's paired held-out gains over the untrained start, and
+``docs/meta_learning.md`` the measurement behind each default.
 
 Usage::
 

@@ -29,7 +29,8 @@ start);
 families the meta-trained weights memorise the support set of one family (``relation``) and
 lose to the untrained start there after 40 steps or more, while the refit architecture logits
 with ``W_0``'s weights gain; the choice lets each task take the start that serves it. The
-README's "Does meta-training learn?" gives the numbers.
+README's "Does meta-training learn?" and ``docs/meta_learning.md`` ("Choosing the start per
+task") give the numbers.
 
 Usage::
 
