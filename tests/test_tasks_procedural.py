@@ -101,6 +101,26 @@ def test_registry_sample_tasks_and_cache():
     assert dist.task("motif", 2, "val") is tasks[4]  # still cached
 
 
+def test_a_family_listed_twice_is_drawn_twice_as_often_and_held_out_once():
+    """Listing a family ``k`` times weights ``sample`` (and the stratified refit's task list)
+    by ``k``; ``tasks`` and ``distinct_families`` keep each family once, in first-seen order."""
+    from pyro_base.inference.evaluate.paired import family_tasks
+    from pyro_base.inference.vi.arch_refit import refit_tasks
+
+    dist = ProceduralTasks(families=("relation", "motif", "relation"), n_support=20, n_query=20,
+                           n_tasks_per_split=1, cache_size=4)
+    assert dist.distinct_families == ("relation", "motif")
+    drawn = [dist.sample("train", np.random.default_rng([7, i])).family for i in range(600)]
+    share = drawn.count("relation") / len(drawn)
+    assert abs(share - 2 / 3) < 4 * (2 / 9 / len(drawn)) ** 0.5  # binomial, 4 sd
+    names = [t.name for t in dist.tasks("test", 4)]
+    assert len(set(names)) == 4
+    assert [t.family for t in dist.tasks("test", 4)] == ["relation", "motif"] * 2
+    families = [t.family for t in refit_tasks(dist, 6, seed=0)]
+    assert families.count("relation") == 4 and families.count("motif") == 2
+    assert list(family_tasks(dist, 1)) == ["relation", "motif"]  # the evaluation's tasks
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="families"):
         ProceduralTasks(families=("motif", "spirals"))

@@ -191,10 +191,11 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
 
 def family_tasks(source: TaskDistribution, n: int) -> dict[str, list[Task]]:
     """``n`` test tasks per family: ``(family, "test", j)`` for ``j < n`` where the source
-    has families (procedural), else its first ``n`` test tasks grouped by family."""
+    has families (procedural; each family once, in first-listed order), else its first ``n``
+    test tasks grouped by family."""
     families = getattr(source, "families", None)
     if families is not None and hasattr(source, "task"):
-        return {f: [source.task(f, j, "test") for j in range(n)] for f in families}
+        return {f: [source.task(f, j, "test") for j in range(n)] for f in dict.fromkeys(families)}
     grouped: dict[str, list[Task]] = {}
     for task in source.tasks("test", n):
         grouped.setdefault(task.family, []).append(task)

@@ -113,7 +113,8 @@ class MetaConfig(Config):
         choices=("classes", "examples"),
     )
     families: list[str] | None = option(
-        None, "procedural families to meta-train on (default: all five)"
+        None, "procedural families to meta-train on (default: all five); a family listed k "
+        "times is drawn k times as often in meta-training and the refit"
     )
     n_support: int = option(96, "support images per task (inner loop)")
     n_query: int = option(96, "query images per task (evaluation / MAML loss)")

@@ -64,7 +64,9 @@ class ProceduralTasks:
     """Seeded procedural classification tasks (see the module docstring for the families).
 
     Args (keyword-only):
-        families: subset of :data:`FAMILIES` to draw from.
+        families: families of :data:`FAMILIES` to draw from; one listed ``k`` times is drawn
+            ``k`` times as often by ``sample`` (and by the stratified refit's task list), while
+            ``tasks`` and :attr:`distinct_families` take each family once.
         image_size: side of the square RGB images (>= 12).
         n_support, n_query: images per task in each split (balanced over classes, each at
             least the largest number of classes).
@@ -104,6 +106,7 @@ class ProceduralTasks:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.families = families
+        self.distinct_families = tuple(dict.fromkeys(families))
         self.image_size = image_size
         self.n_support, self.n_query = n_support, n_query
         self.n_classes = (lo, hi)
@@ -125,13 +128,13 @@ class ProceduralTasks:
         return self.task(family, seed, split)
 
     def tasks(self, split: str, n: int | None = None) -> list[Task]:
-        """``n`` fixed tasks of ``split``: seeds 0, 1, ... cycling through the families."""
+        """``n`` fixed tasks of ``split``: seeds 0, 1, ... cycling through the distinct families."""
         check_split(split)
         n = self.n_tasks_per_split if n is None else n
         if n is None or n < 0:
             raise ValueError(f"n must be a non-negative int (or set n_tasks_per_split), got {n}")
-        k = len(self.families)
-        return [self.task(self.families[i % k], i // k, split) for i in range(n)]
+        k = len(self.distinct_families)
+        return [self.task(self.distinct_families[i % k], i // k, split) for i in range(n)]
 
     def task(self, family: str, seed: int, split: str = "train") -> Task:
         """The task ``(family, split, seed)``; generated once, then served from the cache."""
