@@ -1,0 +1,93 @@
+"""Relation drawn more often in meta-training, against the default run of the same seed, paired.
+
+    python docs/results/family_weights/compare.py
+
+Each ``relationK_seedS.json`` here is
+
+    python scripts/meta_svi.py --seed S --families motif dilated_motif relation [relation ...] \\
+        cooccurrence colour     # relation listed K times
+    python scripts/evaluate.py RUN --arms select --workers 2
+
+The evaluation takes each family once, so its held-out tasks, splits and inner-loop seeds are
+those of the default run's evaluation of the same seed (seeds 3 and 4:
+``../select_once_draws/evaluation_seedS.json``; seed 2: ``../arch_refit_40_vs_20/``,
+``refit20_seed2.json`` for the default choice and ``refit40_seed2.json`` for the untrained
+start; ``W_0`` depends on the seed alone). Listing relation ``K`` times makes a meta-step draw
+it with probability ``K / (K + 4)`` instead of 1/5, and gives it ``K`` of every ``K + 4`` of
+the refit's 20 tasks (K = 2: 6 instead of 4; K = 3: 9). Per configuration, run, family and
+step count, mean [95% bootstrap interval over the 20 tasks]: the new default choice minus the
+default run's, and minus the untrained start; then each pooled over the configuration's runs
+with the library's two-level bootstrap (runs, then tasks).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pyro_base.inference.evaluate.pooled import two_level_interval
+from pyro_base.inference.evaluate.summary import bootstrap_interval
+
+HERE = Path(__file__).parent
+FAMILIES = ["motif", "dilated_motif", "relation", "cooccurrence", "colour"]
+BUDGET, GOAL = 20, 0.10
+# seed -> (the default run's file with its select arm, the file with its untrained arm)
+BASE = {"2": ("arch_refit_40_vs_20/refit20_seed2.json", "arch_refit_40_vs_20/refit40_seed2.json"),
+        "3": ("select_once_draws/evaluation_seed3.json",) * 2,
+        "4": ("select_once_draws/evaluation_seed4.json",) * 2}
+
+
+def cells(steps: list[int], mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> str:
+    return " | ".join(f"{s}: {m:+.3f} [{a:+.3f}, {b:+.3f}]"
+                      for s, m, a, b in zip(steps, mean, lo, hi, strict=True))
+
+
+def load(path: Path) -> tuple[list[int], dict[tuple[str, int], dict]]:
+    data = json.loads(path.read_text())
+    return data["settings"]["steps"], {(t["family"], t["task_index"]): t for t in data["tasks"]}
+
+
+def main() -> None:
+    for k in (2, 3):
+        pooled: dict[tuple[str, str], list[np.ndarray]] = {}
+        for path in sorted(HERE.glob(f"relation{k}_seed*.json")):
+            seed = path.stem.removeprefix(f"relation{k}_seed")
+            steps, new = load(path)
+            (base_steps, base), (_, initial) = (load(HERE.parent / f) for f in BASE[seed])
+            assert steps == base_steps, (steps, base_steps)
+            print(f"\nrelation x{k}, seed {seed} (steps {steps})")
+            met, negative = 0, []
+            for family in FAMILIES:
+                keys = sorted(q for q in new if q[0] == family)
+                for ref, arm in (("default select", base), ("untrained", initial)):
+                    name = ref.split()[-1]
+                    diff = np.array([np.subtract(new[q]["accuracy"]["select"],
+                                                 arm[q]["accuracy"][name]) for q in keys])
+                    pooled.setdefault((family, ref), []).append(diff)
+                    mean, lo, hi = bootstrap_interval(diff)
+                    print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
+                    if ref == "untrained":
+                        j = steps.index(BUDGET)
+                        met += bool(mean[j] >= GOAL and lo[j] > 0)
+                        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True)
+                                     if h < 0]
+                chosen = [new[q]["selection"]["chosen"]["20"] for q in keys]
+                print(f"  {family:14s} starts chosen: "
+                      f"{ {c: chosen.count(c) for c in sorted(set(chosen))} }")
+            print(f"  goal: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} steps with "
+                  f"the interval above 0; significantly below the untrained start: "
+                  f"{', '.join(negative) or 'none'}")
+        if pooled:
+            n = len(next(iter(pooled.values())))
+            print(f"\nrelation x{k}: {n} runs pooled (two-level bootstrap)")
+            met, j = 0, steps.index(BUDGET)
+            for (family, ref), diffs in pooled.items():
+                mean, lo, hi = two_level_interval(diffs)
+                print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
+                met += bool(ref == "untrained" and mean[j] >= GOAL and lo[j] > 0)
+            print(f"  goal, pooled: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} "
+                  "steps with the interval above 0")
+
+
+if __name__ == "__main__":
+    main()
