@@ -9,15 +9,19 @@ Each ``relationK_seedS.json`` here is
     python scripts/evaluate.py RUN --arms select --workers 2
 
 The evaluation takes each family once, so its held-out tasks, splits and inner-loop seeds are
-those of the default run's evaluation of the same seed (seeds 3 and 4:
-``../select_once_draws/evaluation_seedS.json``; seed 2: ``../arch_refit_40_vs_20/``,
-``refit20_seed2.json`` for the default choice and ``refit40_seed2.json`` for the untrained
-start; ``W_0`` depends on the seed alone). Listing relation ``K`` times makes a meta-step draw
-it with probability ``K / (K + 4)`` instead of 1/5, and gives it ``K`` of every ``K + 4`` of
-the refit's 20 tasks (K = 2: 6 instead of 4; K = 3: 9). Per configuration, run, family and
-step count, mean [95% bootstrap interval over the 20 tasks]: the new default choice minus the
-default run's, and minus the untrained start; then each pooled over the configuration's runs
-with the library's two-level bootstrap (runs, then tasks).
+those of the default run's evaluation of the same seed (the later default draw of each seed
+in the README's "One run at a time": seed 0, ``../select_once_rerun/evaluation.json``; seeds 1
+and 2, ``../arch_refit_40_vs_20/``, ``refit20_seedS.json`` for the default choice and
+``refit40_seedS.json`` for the untrained start; seeds 3 and 4,
+``../select_once_draws/evaluation_seedS.json``; ``W_0`` depends on the seed alone). Listing
+relation ``K`` times makes a meta-step draw it with probability ``K / (K + 4)`` instead of 1/5,
+and gives it ``K`` of every ``K + 4`` of the refit's 20 tasks (K = 2: 6 instead of 4; K = 3:
+9). The K = 2 runs of seeds 2-4 were evaluated with ``families: null`` written into their
+``config.yaml``, before the evaluation took a repeated family once; the tasks are the same.
+Per configuration, run, family and step count, mean [95% bootstrap interval over the 20
+tasks]: the new default choice minus the default run's, and minus the untrained start; then
+each pooled over the configuration's runs with the library's two-level bootstrap (runs, then
+tasks).
 """
 
 import json
@@ -32,7 +36,9 @@ HERE = Path(__file__).parent
 FAMILIES = ["motif", "dilated_motif", "relation", "cooccurrence", "colour"]
 BUDGET, GOAL = 20, 0.10
 # seed -> (the default run's file with its select arm, the file with its untrained arm)
-BASE = {"2": ("arch_refit_40_vs_20/refit20_seed2.json", "arch_refit_40_vs_20/refit40_seed2.json"),
+BASE = {"0": ("select_once_rerun/evaluation.json",) * 2,
+        "1": ("arch_refit_40_vs_20/refit20_seed1.json", "arch_refit_40_vs_20/refit40_seed1.json"),
+        "2": ("arch_refit_40_vs_20/refit20_seed2.json", "arch_refit_40_vs_20/refit40_seed2.json"),
         "3": ("select_once_draws/evaluation_seed3.json",) * 2,
         "4": ("select_once_draws/evaluation_seed4.json",) * 2}
 
