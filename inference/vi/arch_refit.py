@@ -110,7 +110,8 @@ class ArchRefit:
 def refit_tasks(distribution: TaskDistribution, n: int, *, seed: int) -> list[Task]:
     """The ``n`` training-split tasks of the refit, task ``c`` drawn from
     ``default_rng([seed, REFIT_STREAM, c])``. A source with families (procedural) gives task
-    ``c`` the family ``c mod K`` (stratified: every family has ``n // K`` or one more tasks),
+    ``c`` its ``c mod K``-th listed family (stratified: each of the ``K`` entries has ``n // K``
+    or one more tasks, so a family listed twice has twice the share),
     its seed drawn as the source's ``sample`` draws it; other sources' ``sample`` draws both."""
     if n < 1:
         raise ValueError(f"the refit needs at least one task, got n={n}")
