@@ -53,7 +53,28 @@ def load(path: Path) -> tuple[list[int], dict[tuple[str, int], dict]]:
     return data["settings"]["steps"], {(t["family"], t["task_index"]): t for t in data["tasks"]}
 
 
+def markdown_row(name: str, row: dict, steps: list[int], met: int, negative: list[str]) -> str:
+    """One line of the summary table: the gains over the untrained start after the budget, in
+    bold where they meet the goal, and relation against the default choice."""
+    j, k = steps.index(BUDGET), steps.index(80)
+
+    def gain(family: str) -> str:
+        mean, lo, hi = row[family, "untrained"]
+        text = f"{mean[j]:+.3f} [{lo[j]:+.3f}, {hi[j]:+.3f}]"
+        return f"**{text}**" if mean[j] >= GOAL and lo[j] > 0 else text
+
+    versus = "-"
+    if ("relation", "default select") in row:
+        mean, lo, hi = row["relation", "default select"]
+        versus = " / ".join(f"{mean[i]:+.3f} [{lo[i]:+.3f}, {hi[i]:+.3f}]" for i in (j, k))
+    return (f"| {name} | {' | '.join(gain(f) for f in FAMILIES)} | {versus} | {met} of 5; "
+            f"{', '.join(negative) or 'none'} |")
+
+
 def main() -> None:
+    table = ["| run | motif | dilated motif | relation | co-occurrence | colour | relation minus "
+             "the default choice, 20 / 80 steps | goal: families, significantly below |",
+             "|---|---|---|---|---|---|---|---|"]
     for k in (2, 3):
         pooled: dict[tuple[str, str], list[np.ndarray]] = {}
         for path in sorted(HERE.glob(f"relation{k}_seed*.json")):
@@ -62,7 +83,7 @@ def main() -> None:
             (base_steps, base), (_, initial) = (load(HERE.parent / f) for f in BASE[seed])
             assert steps == base_steps, (steps, base_steps)
             print(f"\nrelation x{k}, seed {seed} (steps {steps})")
-            met, negative = 0, []
+            met, negative, row = 0, [], {}
             for family in FAMILIES:
                 keys = sorted(q for q in new if q[0] == family)
                 for ref, arm in (("default select", base), ("untrained", initial)):
@@ -72,8 +93,9 @@ def main() -> None:
                     pooled.setdefault((family, ref), []).append(diff)
                     mean, lo, hi = bootstrap_interval(diff)
                     print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
+                    j = steps.index(BUDGET)
+                    row[family, ref] = (mean, lo, hi)
                     if ref == "untrained":
-                        j = steps.index(BUDGET)
                         met += bool(mean[j] >= GOAL and lo[j] > 0)
                         negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True)
                                      if h < 0]
@@ -83,16 +105,43 @@ def main() -> None:
             print(f"  goal: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} steps with "
                   f"the interval above 0; significantly below the untrained start: "
                   f"{', '.join(negative) or 'none'}")
-        if pooled:
-            n = len(next(iter(pooled.values())))
+            table.append(markdown_row(f"x{k}, seed {seed}", row, steps, met, negative))
+        n = len(next(iter(pooled.values()), []))
+        if n > 1:
             print(f"\nrelation x{k}: {n} runs pooled (two-level bootstrap)")
-            met, j = 0, steps.index(BUDGET)
+            met, j, row, negative = 0, steps.index(BUDGET), {}, []
             for (family, ref), diffs in pooled.items():
-                mean, lo, hi = two_level_interval(diffs)
+                mean, lo, hi = row[family, ref] = two_level_interval(diffs)
                 print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
-                met += bool(ref == "untrained" and mean[j] >= GOAL and lo[j] > 0)
+                if ref == "untrained":
+                    met += bool(mean[j] >= GOAL and lo[j] > 0)
+                    negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True)
+                                 if h < 0]
             print(f"  goal, pooled: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} "
                   "steps with the interval above 0")
+            table.append(markdown_row(f"x{k}, {n} runs pooled", row, steps, met, negative))
+    table.append(default_row(sorted(p.stem.removeprefix("relation2_seed")
+                                    for p in HERE.glob("relation2_seed*.json"))))
+    print("\n" + "\n".join(table))
+
+
+def default_row(seeds: list[str]) -> str:
+    """The default runs of the same seeds pooled: their own gains over the untrained start."""
+    row, met, negative, steps = {}, 0, [], []
+    for family in FAMILIES:
+        diffs = []
+        for seed in seeds:
+            (steps, base), (_, initial) = (load(HERE.parent / f) for f in BASE[seed])
+            keys = sorted(q for q in base if q[0] == family)
+            diffs.append(np.array([np.subtract(base[q]["accuracy"]["select"],
+                                               initial[q]["accuracy"]["untrained"])
+                                   for q in keys]))
+        mean, lo, hi = row[family, "untrained"] = two_level_interval(diffs)
+        j = steps.index(BUDGET)
+        met += bool(mean[j] >= GOAL and lo[j] > 0)
+        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True) if h < 0]
+    return markdown_row(f"default, the same {len(seeds)} seeds pooled", row, steps, met,
+                        negative)
 
 
 if __name__ == "__main__":
