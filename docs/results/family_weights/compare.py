@@ -53,7 +53,18 @@ def load(path: Path) -> tuple[list[int], dict[tuple[str, int], dict]]:
     return data["settings"]["steps"], {(t["family"], t["task_index"]): t for t in data["tasks"]}
 
 
-def markdown_row(name: str, row: dict, steps: list[int], met: int, negative: list[str]) -> str:
+def goal(row: dict, steps: list[int]) -> tuple[int, list[str]]:
+    """The goal's two parts from the gains over the untrained start: the families at +0.10 or
+    more after the budget with the interval above 0, and the points significantly below 0."""
+    j, met, negative = steps.index(BUDGET), 0, []
+    for family in FAMILIES:
+        mean, lo, hi = row[family, "untrained"]
+        met += bool(mean[j] >= GOAL and lo[j] > 0)
+        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True) if h < 0]
+    return met, negative
+
+
+def markdown_row(name: str, row: dict, steps: list[int]) -> str:
     """One line of the summary table: the gains over the untrained start after the budget, in
     bold where they meet the goal, and relation against the default choice."""
     j, k = steps.index(BUDGET), steps.index(80)
@@ -67,6 +78,7 @@ def markdown_row(name: str, row: dict, steps: list[int], met: int, negative: lis
     if ("relation", "default select") in row:
         mean, lo, hi = row["relation", "default select"]
         versus = " / ".join(f"{mean[i]:+.3f} [{lo[i]:+.3f}, {hi[i]:+.3f}]" for i in (j, k))
+    met, negative = goal(row, steps)
     return (f"| {name} | {' | '.join(gain(f) for f in FAMILIES)} | {versus} | {met} of 5; "
             f"{', '.join(negative) or 'none'} |")
 
@@ -83,7 +95,7 @@ def main() -> None:
             (base_steps, base), (_, initial) = (load(HERE.parent / f) for f in BASE[seed])
             assert steps == base_steps, (steps, base_steps)
             print(f"\nrelation x{k}, seed {seed} (steps {steps})")
-            met, negative, row = 0, [], {}
+            row = {}
             for family in FAMILIES:
                 keys = sorted(q for q in new if q[0] == family)
                 for ref, arm in (("default select", base), ("untrained", initial)):
@@ -91,35 +103,27 @@ def main() -> None:
                     diff = np.array([np.subtract(new[q]["accuracy"]["select"],
                                                  arm[q]["accuracy"][name]) for q in keys])
                     pooled.setdefault((family, ref), []).append(diff)
-                    mean, lo, hi = bootstrap_interval(diff)
-                    print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
-                    j = steps.index(BUDGET)
-                    row[family, ref] = (mean, lo, hi)
-                    if ref == "untrained":
-                        met += bool(mean[j] >= GOAL and lo[j] > 0)
-                        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True)
-                                     if h < 0]
+                    row[family, ref] = bootstrap_interval(diff)
+                    print(f"  {family:14s} new select - {ref:14s} | "
+                          f"{cells(steps, *row[family, ref])}")
                 chosen = [new[q]["selection"]["chosen"]["20"] for q in keys]
                 print(f"  {family:14s} starts chosen: "
                       f"{ {c: chosen.count(c) for c in sorted(set(chosen))} }")
+            met, negative = goal(row, steps)
             print(f"  goal: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} steps with "
                   f"the interval above 0; significantly below the untrained start: "
                   f"{', '.join(negative) or 'none'}")
-            table.append(markdown_row(f"x{k}, seed {seed}", row, steps, met, negative))
+            table.append(markdown_row(f"x{k}, seed {seed}", row, steps))
         n = len(next(iter(pooled.values()), []))
         if n > 1:
             print(f"\nrelation x{k}: {n} runs pooled (two-level bootstrap)")
-            met, j, row, negative = 0, steps.index(BUDGET), {}, []
+            row = {}
             for (family, ref), diffs in pooled.items():
-                mean, lo, hi = row[family, ref] = two_level_interval(diffs)
-                print(f"  {family:14s} new select - {ref:14s} | {cells(steps, mean, lo, hi)}")
-                if ref == "untrained":
-                    met += bool(mean[j] >= GOAL and lo[j] > 0)
-                    negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True)
-                                 if h < 0]
-            print(f"  goal, pooled: {met} of 5 families at +{GOAL:.2f} or more after {BUDGET} "
-                  "steps with the interval above 0")
-            table.append(markdown_row(f"x{k}, {n} runs pooled", row, steps, met, negative))
+                row[family, ref] = two_level_interval(diffs)
+                print(f"  {family:14s} new select - {ref:14s} | {cells(steps, *row[family, ref])}")
+            print(f"  goal, pooled: {goal(row, steps)[0]} of 5 families at +{GOAL:.2f} or more "
+                  f"after {BUDGET} steps with the interval above 0")
+            table.append(markdown_row(f"x{k}, {n} runs pooled", row, steps))
     table.append(default_row(sorted(p.stem.removeprefix("relation2_seed")
                                     for p in HERE.glob("relation2_seed*.json"))))
     print("\n" + "\n".join(table))
@@ -127,7 +131,7 @@ def main() -> None:
 
 def default_row(seeds: list[str]) -> str:
     """The default runs of the same seeds pooled: their own gains over the untrained start."""
-    row, met, negative, steps = {}, 0, [], []
+    row, steps = {}, []
     for family in FAMILIES:
         diffs = []
         for seed in seeds:
@@ -136,12 +140,8 @@ def default_row(seeds: list[str]) -> str:
             diffs.append(np.array([np.subtract(base[q]["accuracy"]["select"],
                                                initial[q]["accuracy"]["untrained"])
                                    for q in keys]))
-        mean, lo, hi = row[family, "untrained"] = two_level_interval(diffs)
-        j = steps.index(BUDGET)
-        met += bool(mean[j] >= GOAL and lo[j] > 0)
-        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True) if h < 0]
-    return markdown_row(f"default, the same {len(seeds)} seeds pooled", row, steps, met,
-                        negative)
+        row[family, "untrained"] = two_level_interval(diffs)
+    return markdown_row(f"default, the same {len(seeds)} seeds pooled", row, steps)
 
 
 if __name__ == "__main__":
