@@ -60,4 +60,7 @@ ADAPT_SHARPNESS = 4.0  # the architecture prior's power p(z)^g at adaptation
 ADAPT_TRANSFER = "select"
 SELECT_FROM = ("all", "architecture")
 SELECT_CRITERION = "loglik"
+# the starts transfer "ensemble" adapts and averages: the whole meta-prior, its architecture
+# prior with W_0's weights, and W_0 itself (docs/meta_learning.md, "Averaging the starts")
+ENSEMBLE_FROM = ("all", "architecture", "none")
 NUM_SAMPLES = 4

@@ -178,7 +178,7 @@ def test_transfer_state_takes_what_it_names_from_the_meta_prior():
     from pyro_base.inference.run.factory import TRANSFERS, transfer_state
     action = next(a for a in command.build_parser()._actions if a.dest == "transfer")
     assert tuple(action.choices) == STARTS == command.STARTS  # the torch-free parser's copy
-    assert STARTS == (*TRANSFERS, "select")
+    assert STARTS == (*TRANSFERS, "select", "ensemble")
     meta = {"mu": np.ones(3), "log_sigma": np.ones(3), "alpha_normal": np.ones(2)}
     init = {k: np.zeros_like(v) for k, v in meta.items()}
     assert transfer_state(meta, init, transfer="all") == meta
@@ -294,7 +294,10 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
     from pyro_base.inference.run.adaptation import SELECT_FROM, selection_starts
     action = next(a for a in command.build_parser()._actions if a.dest == "select_from")
     assert tuple(action.default) == SELECT_FROM == defaults.SELECT_FROM
-    assert tuple(action.choices) == (*command.STARTS[:-1], "components")
+    assert tuple(action.choices) == (*command.STARTS[:-2], "components")
+    action = next(a for a in command.build_parser()._actions if a.dest == "ensemble_from")
+    assert tuple(action.default) == defaults.ENSEMBLE_FROM
+    assert tuple(action.choices) == (*command.STARTS[:-2], "components")
     from pyro_base.inference.run.adaptation import SELECT_CRITERION
     from pyro_base.inference.run.selection import CRITERIA
     action = next(a for a in command.build_parser()._actions if a.dest == "select_criterion")

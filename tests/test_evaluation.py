@@ -152,9 +152,11 @@ def test_untrained_arm_is_the_runs_start(trained, tmp_path):
         assert r["accuracy"]["meta"] == r["accuracy"]["meta_arch_untrained_weights"]
         assert r["top_op"]["meta"] == r["top_op"]["untrained"]
         assert r["accuracy"]["select"] == r["accuracy"]["meta"]  # ARMS has select: a tie
+        assert r["accuracy"]["ensemble"] == r["accuracy"]["meta"]  # three equal members
+        assert r["top_op"]["ensemble"] == r["top_op"]["meta"]
         assert set(r["selection"]["chosen"].values()) == {"meta"}
     for name in ("meta-untrained", "meta_arch_untrained_weights-untrained",
-                 "select-untrained"):
+                 "select-untrained", "ensemble-untrained"):
         gain = result.families["relation"]["gains"][name]
         assert gain == {"mean": [0.0, 0.0], "lo": [0.0, 0.0], "hi": [0.0, 0.0]}
     assert "gain arch-only" in format_summary(result)
@@ -284,7 +286,7 @@ def test_cli_help_runs_without_data():
     from pyro_base.inference.run.adaptation import SELECT_FROM as ADAPT_SELECT_FROM
     from pyro_base.inference.run.factory import TRANSFERS
     assert script().TRANSFER_ARMS == TRANSFER_ARMS and set(TRANSFER_ARMS) == set(TRANSFERS)
-    assert set(TRANSFER_ARMS.values()) == set(ARMS) - {"select"}
+    assert set(TRANSFER_ARMS.values()) == set(ARMS) - {"select", "ensemble"}
     assert SELECT_FROM == ADAPT_SELECT_FROM
     from pyro_base.inference.evaluate.summary import SELECT_CRITERION
     from pyro_base.inference.run.adaptation import SELECT_CRITERION as ADAPT_CRITERION

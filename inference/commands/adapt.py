@@ -10,6 +10,7 @@ Usage::
     python scripts/adapt.py --prior RUN ... --steps 0 --out runs/prior   # the prior's cell
     python scripts/adapt.py --prior RUN ... --transfer architecture --out runs/adapt-arch
     python scripts/adapt.py --prior RUN ... --transfer select --out runs/adapt-sel
+    python scripts/adapt.py --prior RUN ... --transfer ensemble --out runs/adapt-ens
     python scripts/train_genotype.py --genotype runs/adapt-mine/genotype.json ...   # then train
 
 The search space, ``W`` and settings come from the run (``config.yaml``, ``checkpoint.pt``);
@@ -33,7 +34,7 @@ from pathlib import Path
 from pyro_base import defaults
 
 # pyro_base.inference.run.adaptation.STARTS, selection.CRITERIA (help must not import torch)
-STARTS = ("all", "architecture", "weights", "none", "select")
+STARTS = ("all", "architecture", "weights", "none", "select", "ensemble")
 CRITERIA = ("accuracy", "loglik")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
                         "about 1 + 3/4 x the number of candidates times the cost, 3x with "
-                        "two)")
-    p.add_argument("--select-from", nargs="+", choices=(*STARTS[:-1], "components"),
+                        "two), or the averaged posteriors of every start of --ensemble-from, "
+                        "each adapted on the whole support set (ensemble; one cost per start, "
+                        "3x with the default three)")
+    p.add_argument("--ensemble-from", nargs="+", choices=(*STARTS[:4], "components"),
+                   default=list(defaults.ENSEMBLE_FROM), metavar="START",
+                   help="the starts --transfer ensemble adapts on the whole support set and "
+                        "averages (the mixture of their posteriors), named as for "
+                        "--select-from")
+    p.add_argument("--select-from", nargs="+", choices=(*STARTS[:4], "components"),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts --transfer select chooses between, the preferred first "
                         "(it keeps a tie): two or more of all, architecture, weights, none, "
@@ -109,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
                              draws=args.draws, seed=args.seed, device=args.device,
                              transfer=args.transfer, sharpness=args.adapt_sharpness,
                              select_from=args.select_from,
-                             select_criterion=args.select_criterion)
+                             select_criterion=args.select_criterion,
+                             ensemble_from=args.ensemble_from)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -130,9 +139,11 @@ def fewshot(args: argparse.Namespace) -> int:
 
     try:
         select = args.transfer == "select"
+        ensemble = args.transfer == "ensemble"
         model, guide, cfg, state = load_trained(args.prior,
                                                 device=resolve_device(args.device),
-                                                transfer="all" if select else args.transfer,
+                                                transfer="all" if select or ensemble
+                                                else args.transfer,
                                                 sharpness=args.adapt_sharpness)
         space = model.space
         source = episode_source(args.task_source, n_way=args.n_way, k_shot=args.k_shot,
@@ -150,15 +161,18 @@ def fewshot(args: argparse.Namespace) -> int:
                                else args.num_samples,
                                seed=args.seed, split=args.task_split, progress=args.progress,
                                starts=selection_starts(
-                                   model, cfg, args.select_from,
+                                   model, cfg, args.ensemble_from if ensemble
+                                   else args.select_from,
                                    components=checkpoint_components(state))
-                               if select else None, select_criterion=args.select_criterion)
+                               if select or ensemble else None,
+                               select_criterion=args.select_criterion, ensemble=ensemble)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = {"prior": str(args.prior), "transfer": args.transfer,
               **({"select_from": list(args.select_from),
                   "select_criterion": args.select_criterion} if select else {}),
+              **({"ensemble_from": list(args.ensemble_from)} if ensemble else {}),
               "sharpness": cfg.adapt_sharpness, "source": args.task_source, "family": args.family,
               "n_way": args.n_way, "k_shot": args.k_shot,
               "query_per_class": args.query_per_class, **report}

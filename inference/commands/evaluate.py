@@ -7,6 +7,8 @@ Usage::
     python scripts/evaluate.py runs/my_run --workers 4 --arms meta untrained
     # the default adaptation (adapt --transfer select) against the untrained start
     python scripts/evaluate.py runs/my_run --workers 2 --arms untrained select
+    # the averaged posteriors of three starts (adapt --transfer ensemble)
+    python scripts/evaluate.py runs/my_run --workers 2 --arms untrained select ensemble
     # the 2 x 2 of weights and architecture, with each arm's support-set accuracy
     python scripts/evaluate.py runs/my_run --support-accuracy --arms meta untrained \
         meta_weights_uniform_arch meta_arch_untrained_weights
@@ -18,7 +20,9 @@ Adapts every arm (meta-trained ``W``, the untrained ``W_0``, and the meta-traine
 uniform architecture logits; on request also the meta-trained logits with ``W_0``'s weights)
 to the same held-out tasks with the same seeds (``--support-accuracy``: reading the support
 set's accuracy too; ``select``: per task, the start ``adapt``'s default choice takes for the
-run's adaptation budget, adapted once, or read from its arm where that is evaluated), writes
+run's adaptation budget, adapted once, or read from its arm where that is evaluated;
+``ensemble``: the averaged posterior predictives of the starts ``--ensemble-from``, each
+adapted with the seeds of its arm, whose own adaptation serves where it is evaluated), writes
 ``RUN_DIR/evaluation/evaluation.json`` and ``curves.png``, and prints a markdown summary
 (mean query accuracy per arm, paired gains with 95% bootstrap intervals). See
 :mod:`pyro_base.inference.evaluate.paired`.
@@ -49,7 +53,7 @@ from pyro_base import defaults
 
 # pyro_base.inference.evaluate.paired.ARMS and DEFAULT_ARMS
 ARMS = ("meta", "untrained", "meta_weights_uniform_arch", "meta_arch_untrained_weights",
-        "select")
+        "select", "ensemble")
 DEFAULT_ARMS = ARMS[:3]
 # pyro_base.inference.evaluate.summary.TRANSFER_ARMS, selection.CRITERIA
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
@@ -99,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "meta-trained architecture logits with W_0's weights, and 'select': "
                         "per task, the start of --select-from that scores higher on a "
                         "held-out quarter of its support set, as adapt's default choice "
-                        "(with --select-at each, the arms of --select-from are needed)")
+                        "(with --select-at each, the arms of --select-from are needed), and "
+                        "'ensemble': the averaged posteriors of the starts of --ensemble-from, "
+                        "as adapt --transfer ensemble")
     p.add_argument("--select-from", nargs="+", choices=(*TRANSFER_ARMS, "components"),
                    default=list(defaults.SELECT_FROM), metavar="START",
                    help="the starts the 'select' arm chooses between, as adapt --transfer "
@@ -107,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(meta_arch_untrained_weights), weights (meta_weights_uniform_arch), "
                         "components (one start per family component of the run's architecture "
                         "refit, with W_0's weights; needs one choice, not --select-at each)")
+    p.add_argument("--ensemble-from", nargs="+", choices=(*TRANSFER_ARMS, "components"),
+                   default=list(defaults.ENSEMBLE_FROM), metavar="START",
+                   help="the starts the 'ensemble' arm adapts and averages, named as for "
+                        "--select-from")
     p.add_argument("--select-criterion", choices=CRITERIA, default=defaults.SELECT_CRITERION,
                    help="the held-out score the 'select' arm maximises (accuracy, or loglik: "
                         "the mean log predictive density)")
@@ -160,7 +170,9 @@ def _covers(data: dict[str, Any], args: argparse.Namespace, sharpness: float = 1
             and s.get("adapt_sharpness", 1.0) == sharpness
             and ("select" not in args.arms
                  or select_rule(s) == (tuple(args.select_from), args.select_criterion,
-                                       select_at)))
+                                       select_at))
+            and ("ensemble" not in args.arms
+                 or tuple(s.get("ensemble_from", ())) == tuple(args.ensemble_from)))
 
 
 def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,7 +196,8 @@ def _evaluation(run_dir: str, args: argparse.Namespace) -> dict[str, Any]:
                               sharpness=args.adapt_sharpness,
                               select_from=args.select_from,
                               select_criterion=args.select_criterion,
-                              select_at=args.select_at, reuse=earlier)
+                              select_at=args.select_at, ensemble_from=args.ensemble_from,
+                              reuse=earlier)
         print(f"## {run_dir}\n\n{format_summary(result)}\n\nwrote {result.path} "
               f"({result.seconds:.0f} s)\n")
     else:

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_base.cli import EPISODE_SOURCES
+from pyro_base.inference.run.ensemble import adapt_ensemble, ensemble_probs
 from pyro_base.inference.run.selection import can_hold_out, select_start
 from pyro_base.inference.vi.adapt import adapt
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide
@@ -68,15 +69,20 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
                   temperature: float, num_samples: int = 4, seed: int = 0,
                   split: str = "test", progress: bool = False,
                   starts: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                  select_criterion: str = "accuracy") -> dict[str, Any]:
+                  select_criterion: str = "accuracy", ensemble: bool = False,
+                  ) -> dict[str, Any]:
     """Adapt to ``episodes`` episodes of ``split`` and score each one's query set.
 
     ``starts`` (name -> state dict of ``model.W``, the preferred first): each episode first
     chooses among them by its held-out ``select_criterion`` on a quarter of its support set
     after ``steps`` steps (:func:`~pyro_base.inference.run.selection.select_start`; a one-shot
     support set, with nothing to hold out, takes the first); the report counts the choices
-    (``chosen``).
+    (``chosen``). With ``ensemble``, each episode instead adapts every start of ``starts``
+    and is scored with their averaged posterior predictive
+    (:mod:`~pyro_base.inference.run.ensemble`).
     """
+    if ensemble and starts is None:
+        raise ValueError("an ensemble needs its starts: pass starts with ensemble=True")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for an interval, got {episodes}")
     accuracies: list[float] = []
@@ -85,6 +91,15 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
     for i in tqdm(range(episodes), disable=not progress, desc="episodes"):
         task = source.sample(split, np.random.default_rng([seed, i]))
         episode_seed = int(np.random.default_rng([seed, i, 1]).integers(2**62))
+        if ensemble:
+            (xs, ys), (xq, yq) = task.support, task.query
+            ens = adapt_ensemble(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                                 temperature=temperature, steps=[steps], seed=episode_seed)
+            probs = ensemble_probs(model, ens, steps, xq, n_classes=task.n_classes,
+                                   temperature=temperature, num_samples=num_samples,
+                                   seed=episode_seed + 1)
+            accuracies.append(float((probs.argmax(-1) == yq).float().mean()))
+            continue
         if starts is not None:
             first = next(iter(starts))  # one image per class: nothing to hold out
             if can_hold_out(task.support[1], n_classes=task.n_classes):
@@ -104,4 +119,6 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
             "mean": float(acc.mean()), "ci95": half,
             "interval": [float(acc.mean()) - half, float(acc.mean()) + half],
             "seconds": time.perf_counter() - start, "accuracies": acc.tolist(),
-            **({"chosen": {n: chosen.count(n) for n in starts}} if starts is not None else {})}
+            **({"chosen": {n: chosen.count(n) for n in starts}}
+               if starts is not None and not ensemble else {}),
+            **({"ensemble": list(starts)} if ensemble else {})}

@@ -88,6 +88,8 @@ from pyro_base.inference.evaluate.summary import (  # noqa: F401  (re-exported)
     ARMS,
     DEFAULT_ARMS,
     EACH,
+    ENSEMBLE,
+    ENSEMBLE_FROM,
     GAINS,
     PREFERRED,
     SELECT,
@@ -140,17 +142,21 @@ def pair_seed(seed: int, family_index: int, task_index: int, slot: int) -> int:
     return int(np.random.default_rng([seed, family_index, task_index, slot, 11]).integers(2**62))
 
 
-def top_ops(post: AdaptedPosterior, ops: Sequence[str]) -> dict[str, str]:
-    """Per cell type, the op (``none`` excluded) of largest mean probability over edges."""
+def top_ops(post: AdaptedPosterior | dict[str, torch.Tensor], ops: Sequence[str],
+            ) -> dict[str, str]:
+    """Per cell type, the op (``none`` excluded) of largest mean probability over edges, of a
+    posterior or of its op probabilities (cell type -> ``[E, K]``)."""
+    probs = post if isinstance(post, dict) else post.op_probs()
     keep = [i for i, op in enumerate(ops) if op != "none"]
-    return {cell: ops[keep[int(p.mean(0)[keep].argmax())]] for cell, p in post.op_probs().items()}
+    return {cell: ops[keep[int(p.mean(0)[keep].argmax())]] for cell, p in probs.items()}
 
 
 def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[str],
                     device: str, seed: int, n_boot: int, elbo_impl: str | None,
                     workers: int = 1, select_from: Sequence[str] = SELECT_FROM,
                     select_criterion: str = SELECT_CRITERION,
-                    select_at: int | str | None = None) -> None:
+                    select_at: int | str | None = None,
+                    ensemble_from: Sequence[str] = ENSEMBLE_FROM) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -163,6 +169,7 @@ def _check_settings(tasks_per_family: int, steps: Sequence[int], arms: Sequence[
             a not in ARMS for a in arms):
         raise ValueError(f"arms must be distinct names from {ARMS}, got {arms!r}")
     check_select_from(select_from)  # adapt's rule: a ConfigError (a ValueError) names it
+    check_select_from(ensemble_from, flag="ensemble_from (--ensemble-from)")
     if SELECT in arms and COMPONENTS in select_from and select_at == EACH:
         raise ValueError(f"select_from {COMPONENTS!r} has no arms of its own to choose between "
                          f"at each step count: choose once (select_at an int, or None)")
@@ -213,9 +220,11 @@ def _arm_states(cfg: Any, meta: dict[str, torch.Tensor], device: torch.device,
 
 def _adapt_arm(model: Any, guide: Any, state: dict[str, torch.Tensor], task: Task, fi: int,
                ti: int, *, steps: Sequence[int], seed: int, cfg: Any,
-               support_accuracy: bool) -> dict[str, Any]:
+               support_accuracy: bool, keep_probs: bool = False) -> dict[str, Any]:
     """One start adapted to one task with the task's paired seeds: the query accuracy (and
-    support accuracy) after each of ``steps``, the top ops after the last, the seconds."""
+    support accuracy) after each of ``steps``, the top ops after the last, the seconds (with
+    ``keep_probs``, also the predictive probabilities behind each accuracy, ``"probs"``, and
+    the op probabilities after the last step, ``"op_probs"``, for an ensemble arm)."""
     (xs, ys), (xq, yq) = task.support, task.query
     model.W.load_state_dict(state)
     torch.manual_seed(pair_seed(seed, fi, ti, 0))
@@ -225,18 +234,42 @@ def _adapt_arm(model: Any, guide: Any, state: dict[str, torch.Tensor], task: Tas
     seconds = time.perf_counter() - start
     accuracy: list[float] = []
     fit: list[float] = []
+    kept: dict[str, list[torch.Tensor]] = {"accuracy": [], "support_accuracy": []}
     for k in steps:
-        reads = [(1 + k, xq, yq, accuracy)]
+        reads = [(1 + k, xq, yq, accuracy, "accuracy")]
         if support_accuracy:
-            reads.append((SUPPORT_SLOT + k, xs, ys, fit))
-        for slot, x, y, out in reads:
+            reads.append((SUPPORT_SLOT + k, xs, ys, fit, "support_accuracy"))
+        for slot, x, y, out, key in reads:
             torch.manual_seed(pair_seed(seed, fi, ti, slot))
             probs = predictive_probs(model, path[k], x, n_classes=task.n_classes,
                                      temperature=cfg.adapt_temperature,
                                      num_samples=cfg.num_samples)
             out.append(float((probs.argmax(-1) == y).float().mean()))
-    return {"accuracy": accuracy, "top_op": top_ops(path[max(steps)], model.space.ops),
-            "adapt_seconds": seconds, **({"support_accuracy": fit} if support_accuracy else {})}
+            if keep_probs:
+                kept[key].append(probs)
+    last = path[max(steps)]
+    return {"accuracy": accuracy, "top_op": top_ops(last, model.space.ops),
+            "adapt_seconds": seconds, **({"support_accuracy": fit} if support_accuracy else {}),
+            **({"probs": kept, "op_probs": last.op_probs()} if keep_probs else {})}
+
+
+def _ensemble_arm(members: dict[str, dict[str, Any]], task: Task, ops: Sequence[str],
+                  keys: Sequence[str]) -> dict[str, Any]:
+    """The ensemble arm from its members' :func:`_adapt_arm` results (with ``keep_probs``):
+    the accuracy of the averaged predictive after each step count, the top ops of the averaged
+    op probabilities, the members' seconds summed."""
+    ys, yq = task.support[1], task.query[1]
+    got: dict[str, Any] = {}
+    for key, y in (("accuracy", yq), ("support_accuracy", ys)):
+        if key in keys:
+            per_step = zip(*(m["probs"][key] for m in members.values()), strict=True)
+            got[key] = [float((torch.stack(p).mean(0).argmax(-1) == y).float().mean())
+                        for p in per_step]
+    cells = next(iter(members.values()))["op_probs"]
+    got["top_op"] = top_ops({c: torch.stack([m["op_probs"][c] for m in members.values()])
+                             .mean(0) for c in cells}, ops)
+    got["adapt_seconds"] = sum(m["adapt_seconds"] for m in members.values())
+    return got
 
 
 def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Tensor]],
@@ -245,13 +278,18 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
                    select: Sequence[str] | None = None,
                    select_criterion: str = SELECT_CRITERION, select_at: int | str = EACH,
                    starts: dict[str, dict[str, torch.Tensor]] | None = None,
-                   known: dict[str, Any] | None = None) -> dict[str, Any]:
+                   known: dict[str, Any] | None = None,
+                   ensemble: dict[str, dict[str, torch.Tensor]] | None = None,
+                   ) -> dict[str, Any]:
     """Every arm on one task: accuracies at ``steps``, top ops after the last step (and, with
     ``select``, arm names, the choice between them after ``select_at`` steps, or per step
     count). The candidates' states are taken from ``states``, else ``starts``; a start
     chosen once whose arm is not evaluated is adapted for the select arm alone, with the
     seeds its arm would use. The arms (and the choice) of ``known``, an earlier record of
-    this task at these steps, are taken from it."""
+    this task at these steps, are taken from it. ``ensemble`` (member name -> start, members
+    named by their arms where they have one) adds the ensemble arm: each member adapted with
+    the seeds its arm uses (an evaluated arm's own adaptation serves), the predictives
+    averaged."""
     known = known or {}
     task = task.to(model.W.mu.device)
     xs, ys = task.support
@@ -267,12 +305,20 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         return arm in known.get("accuracy", {}) and (
             not support_accuracy or arm in known.get("support_accuracy", {}))
 
-    def run(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def run(state: dict[str, torch.Tensor], keep_probs: bool = False) -> dict[str, Any]:
         return _adapt_arm(model, guide, state, task, fi, ti, steps=steps, seed=seed, cfg=cfg,
-                          support_accuracy=support_accuracy)
+                          support_accuracy=support_accuracy, keep_probs=keep_probs)
 
+    members = list(ensemble or ())
+    new_ensemble = bool(ensemble) and not (have(ENSEMBLE) and known.get(ENSEMBLE) == members)
+    member_runs: dict[str, dict[str, Any]] = {}
     for arm, state in states.items():
-        got = {key: known[key][arm] for key in keys} if have(arm) else run(state)
+        if have(arm) and not (new_ensemble and arm in members):
+            got = {key: known[key][arm] for key in keys}
+        else:
+            got = run(state, keep_probs=new_ensemble and arm in members)
+            if new_ensemble and arm in members:
+                member_runs[arm] = got
         for key in keys:
             record[key][arm] = got[key]
     if select:
@@ -311,6 +357,15 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
         got["adapt_seconds"] = seconds
         for key in keys:
             record[key][SELECT] = got[key]
+    if ensemble:
+        if new_ensemble:
+            runs = {m: member_runs.get(m) or run(ensemble[m], keep_probs=True) for m in members}
+            got = _ensemble_arm(runs, task, model.space.ops, keys)
+        else:
+            got = {key: known[key][ENSEMBLE] for key in keys}
+        for key in keys:
+            record[key][ENSEMBLE] = got[key]
+        record[ENSEMBLE] = members
     preferred = PREFERRED.get(task.family)
     record["matches_preference"] = (None if preferred is None or "meta" not in states else
                                     record["top_op"]["meta"].get("normal") in preferred)
@@ -357,13 +412,15 @@ class _Setup:
     select_criterion: str = SELECT_CRITERION
     select_at: int | str = EACH
     starts: dict[str, dict[str, torch.Tensor]] | None = None
+    ensemble: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family: int,
            elbo_impl: str | None, sharpness: float | None = None,
            select_from: Sequence[str] = SELECT_FROM,
            select_criterion: str = SELECT_CRITERION,
-           select_at: int | str | None = None) -> _Setup:
+           select_at: int | str | None = None,
+           ensemble_from: Sequence[str] = ENSEMBLE_FROM) -> _Setup:
     """Model, guide, arm states and tasks of the run at ``run_path`` (``elbo_impl`` ``None``:
     resolved as :func:`evaluate_run` says; ``sharpness`` and ``select_at`` ``None``: the
     run's own ``adapt_sharpness`` and ``adapt_steps``)."""
@@ -388,9 +445,14 @@ def _setup(run_path: Path, *, device: str, arms: Sequence[str], tasks_per_family
                                   components=checkpoint_components(state))
         select = tuple(TRANSFER_ARMS.get(n, n) for n in starts)
         every |= {n: v for n, v in starts.items() if n not in TRANSFER_ARMS}
+    ensemble = None
+    if ENSEMBLE in arms:
+        starts = selection_starts(model, cfg, ensemble_from,
+                                  components=checkpoint_components(state))
+        ensemble = {TRANSFER_ARMS.get(n, n): v for n, v in starts.items()}
     return _Setup(model, guide, cfg, state, states, by_family, elbo_impl, select,
                   select_criterion, int(cfg.adapt_steps) if select_at is None else select_at,
-                  {a: every[a] for a in select} if select else None)
+                  {a: every[a] for a in select} if select else None, ensemble)
 
 
 def _worker_context(run_path: str, setup_kwargs: dict[str, Any], steps: list[int],
@@ -408,7 +470,7 @@ def _worker_unit(context: tuple[_Setup, list[int], int, bool], fi: int, ti: int,
     return _evaluate_task(s.model, s.guide, s.states, task, fi, ti, steps=steps, seed=seed,
                           cfg=s.cfg, support_accuracy=support_accuracy, select=s.select,
                           select_criterion=s.select_criterion, select_at=s.select_at,
-                          starts=s.starts, known=known)
+                          starts=s.starts, known=known, ensemble=s.ensemble)
 
 
 # what an earlier evaluation must share with this one for its arms to be taken as they are
@@ -455,6 +517,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                  select_from: Sequence[str] = SELECT_FROM,
                  select_criterion: str = SELECT_CRITERION,
                  select_at: int | str | None = None,
+                 ensemble_from: Sequence[str] = ENSEMBLE_FROM,
                  reuse: dict[str, Any] | None = None) -> EvaluationResult:
     """Evaluate the run in ``run_dir``; writes ``evaluation/evaluation.json`` and
     ``evaluation/curves.png`` there (see the module docstring).
@@ -482,6 +545,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         ``pyro-base adapt`` chooses for by default), or ``"each"``: a choice at every step
         count of ``steps``, which adapts the candidates to ``max(steps)``. Recorded in the
         settings as the step count or ``"each"``.
+    :param ensemble_from: the starts the ``ensemble`` arm adapts and averages (names as
+        ``select_from``'s; ``"components"`` too), recorded in the settings and, per task, in
+        the record (``"ensemble"``: the members' arm names), which a reuse must match.
     :param reuse: an earlier evaluation of this run (``evaluation.json`` as read): the arms
         (and the choice of ``select``) its records hold are taken from it where its settings
         allow (:func:`known_records`), the others computed; each arm's numbers depend only on
@@ -490,8 +556,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         checkpoint (:class:`~pyro_base.inference.run.run_dir.RunDirError`).
     """
     _check_settings(tasks_per_family, steps, arms, device, seed, n_boot, elbo_impl, workers,
-                    select_from, select_criterion, select_at)
-    select_from = list(select_from)
+                    select_from, select_criterion, select_at, ensemble_from)
+    select_from, ensemble_from = list(select_from), list(ensemble_from)
     select_at = select_at if select_at is None or select_at == EACH else int(select_at)
     steps, arms = sorted(int(s) for s in steps), list(arms)
     run = load_run(run_dir, require=(CONFIG, CHECKPOINT))
@@ -499,7 +565,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
     start = time.perf_counter()
     s = _setup(run.path, device=str(dev), arms=arms, tasks_per_family=tasks_per_family,
                elbo_impl=elbo_impl, sharpness=sharpness, select_from=select_from,
-               select_criterion=select_criterion, select_at=select_at)
+               select_criterion=select_criterion, select_at=select_at,
+               ensemble_from=ensemble_from)
     digest = state_digest(s.model.W.state_dict())  # the meta arm's start
     known = known_records(reuse, {"seed": seed, "elbo_impl": s.elbo_impl,
                                   "adapt_temperature": s.cfg.adapt_temperature,
@@ -518,7 +585,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
         setup_kwargs = {"device": str(dev), "arms": arms, "tasks_per_family": tasks_per_family,
                         "elbo_impl": s.elbo_impl, "sharpness": s.cfg.adapt_sharpness,
                         "select_from": select_from, "select_criterion": select_criterion,
-                        "select_at": s.select_at}
+                        "select_at": s.select_at, "ensemble_from": ensemble_from}
         records = evaluate_parallel(units, workers, setup=_worker_context,
                                     setup_args=(str(run.path), setup_kwargs, steps, seed,
                                                 support_accuracy),
@@ -529,7 +596,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                                   steps=steps, seed=seed, cfg=s.cfg,
                                   support_accuracy=support_accuracy, select=s.select,
                                   select_criterion=s.select_criterion,
-                                  select_at=s.select_at, starts=s.starts, known=k)
+                                  select_at=s.select_at, starts=s.starts, known=k,
+                                  ensemble=s.ensemble)
                    for fi, ti, k in tqdm(units, disable=not progress, desc="evaluate")]
     families = summarize(records, steps=steps, arms=arms, seed=seed, n_boot=n_boot)
     settings = {"run_dir": str(run.path), "checkpoint_step": int(s.state["svi"]["step"]),
@@ -542,7 +610,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, tasks_per_family: int = 20,
                 "support_accuracy": support_accuracy, "start_digest": digest,
                 "reused": sum(k is not None for _, _, k in units),
                 **({"select_from": select_from, "select_criterion": select_criterion,
-                    "select_at": s.select_at} if SELECT in arms else {})}
+                    "select_at": s.select_at} if SELECT in arms else {}),
+                **({"ensemble_from": ensemble_from} if ENSEMBLE in arms else {})}
     result = EvaluationResult(settings=settings, families=families, tasks=records,
                               seconds=time.perf_counter() - start, path=run.path / FOLDER)
     log.info("evaluated %d tasks in %.0f s", len(records), result.seconds)

@@ -22,16 +22,19 @@ from pyro_base import defaults
 
 ARCH_ONLY = "meta_arch_untrained_weights"  # the architecture prior alone: on request
 SELECT = "select"  # per task, one of SELECT_FROM's arms, chosen on held-out support data
-ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY, SELECT)
+ENSEMBLE = "ensemble"  # per task, the averaged posteriors of ENSEMBLE_FROM's starts
+ARMS = ("meta", "untrained", "meta_weights_uniform_arch", ARCH_ONLY, SELECT, ENSEMBLE)
 DEFAULT_ARMS = ARMS[:3]
 # the arm that adapts from each start of pyro_base.inference.run.factory.TRANSFERS
 TRANSFER_ARMS = {"all": "meta", "none": "untrained", "weights": "meta_weights_uniform_arch",
                  "architecture": ARCH_ONLY}
 SELECT_FROM = defaults.SELECT_FROM  # the default candidates of SELECT, as adapt's
 SELECT_CRITERION = defaults.SELECT_CRITERION  # the default held-out score of SELECT
+ENSEMBLE_FROM = defaults.ENSEMBLE_FROM  # the default members of ENSEMBLE, as adapt's
 GAINS = (("meta", "untrained"), ("meta_weights_uniform_arch", "untrained"),
          ("meta", "meta_weights_uniform_arch"), (ARCH_ONLY, "untrained"),
-         (SELECT, "untrained"), (SELECT, "meta"))
+         (SELECT, "untrained"), (SELECT, "meta"), (ENSEMBLE, "untrained"), (ENSEMBLE, "meta"),
+         (ENSEMBLE, SELECT))
 
 
 EACH = "each"  # the select arm chooses again at every step count of the curve
@@ -100,7 +103,7 @@ def summarize(records: list[dict[str, Any]], *, steps: Sequence[int], arms: Sequ
         preferred = PREFERRED.get(family)
         match_by_arm = {a: float(np.mean([r["top_op"][a].get("normal") in preferred
                                           for r in rows]))
-                        for a in ("meta", SELECT) if a in arms and preferred is not None}
+                        for a in ("meta", SELECT, ENSEMBLE) if a in arms and preferred is not None}
         out[family] = {
             "n_tasks": len(rows), "steps": list(steps),
             "accuracy": {a: stats(acc[a], fi) for a in arms},
@@ -126,11 +129,12 @@ def format_summary(result: EvaluationResult) -> str:
         return text + (f" [{stat['lo'][j]:+.3f}, {stat['hi'][j]:+.3f}]" if interval else "")
 
     labels = {"meta": "meta", "untrained": "untrained", "meta_weights_uniform_arch":
-              "uniform-arch", ARCH_ONLY: "arch-only", SELECT: "select"}
+              "uniform-arch", ARCH_ONLY: "arch-only", SELECT: "select", ENSEMBLE: "ensemble"}
     gain_labels = {"meta": "meta-untrained", "meta_weights_uniform_arch": "weights-only",
-                   ARCH_ONLY: "arch-only", SELECT: "select-untrained"}
+                   ARCH_ONLY: "arch-only", SELECT: "select-untrained",
+                   ENSEMBLE: "ensemble-untrained"}
     evaluated = {a for s in result.families.values() for a in s["accuracy"]}
-    arms = [*DEFAULT_ARMS, *(a for a in (ARCH_ONLY, SELECT) if a in evaluated)]
+    arms = [*DEFAULT_ARMS, *(a for a in (ARCH_ONLY, SELECT, ENSEMBLE) if a in evaluated)]
     gains = [a for a in gain_labels if a in arms]
     lines = ["| family | steps | " + " | ".join(labels[a] for a in arms) + " | "
              + " | ".join(f"gain {gain_labels[a]} [lo, hi]" for a in gains) + " |",

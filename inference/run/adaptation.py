@@ -25,7 +25,13 @@ a quarter of its support set at the step budget (:mod:`~pyro_base.inference.run.
 one adaptation on 3/4 of the support set per candidate, then the chosen one's: about three
 times the cost of one adaptation with two candidates; a one-shot support set takes the first
 start);
-``adapt.json`` then records the held-out scores and the start chosen. On the embedded task
+``adapt.json`` then records the held-out scores and the start chosen. ``"ensemble"``: every
+start of ``ensemble_from`` (default ``all``, ``architecture`` and ``none``) is adapted on the
+whole support set and their posteriors are averaged (:mod:`~pyro_base.inference.run.ensemble`;
+one adaptation's cost per start); the curve and query accuracy are the averaged posterior
+predictive's, the genotype decodes the averaged op probabilities, ``posterior.nc`` holds each
+member's posterior as its own task (``<task>@<start>``) and ``adapt.json`` the members. On
+the embedded task
 families the meta-trained weights memorise the support set of one family (``relation``) and
 lose to the untrained start there after 40 steps or more, while the refit architecture logits
 with ``W_0``'s weights gain; the choice lets each task take the start that serves it. The
@@ -38,6 +44,7 @@ Usage::
     record["query_accuracy"], record["cost"], record["start"]   # the start it chose
     adapt_prior("runs/meta_svi-...", task, out="runs/adapt-arch", transfer="architecture")
     adapt_prior("runs/meta_svi-...", task, out="runs/adapt-all", transfer="all")
+    adapt_prior("runs/meta_svi-...", task, out="runs/adapt-ens", transfer="ensemble")
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import torch
 from pyro_base import defaults
 from pyro_base.config import ConfigError
 from pyro_base.inference.report.plots import plot_adaptation_curves
+from pyro_base.inference.run.ensemble import Ensemble, adapt_ensemble, ensemble_probs
 from pyro_base.inference.run.factory import TRANSFERS, load_trained
 from pyro_base.inference.run.heldout import write_posterior
 from pyro_base.inference.run.runlog import CHECKPOINT, CONFIG, RunDir
@@ -74,9 +82,10 @@ from pyro_base.training import resolve_device
 log = logging.getLogger(__name__)
 
 GENOTYPE, CURVE, CURVE_PLOT, RECORD = "genotype.json", "curve.json", "curve.png", "adapt.json"
-STARTS = (*TRANSFERS, "select")  # what adaptation may start from
+STARTS = (*TRANSFERS, "select", "ensemble")  # what adaptation may start from
 SELECT_FROM = defaults.SELECT_FROM  # the default candidates of "select", the preferred first
 SELECT_CRITERION = defaults.SELECT_CRITERION  # its default held-out score (selection.CRITERIA)
+ENSEMBLE_FROM = defaults.ENSEMBLE_FROM  # the default members of "ensemble"
 
 
 def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) -> Task:
@@ -115,6 +124,16 @@ def _score(model: Any, posts: dict[int, Any], task: Task, *, temperature: float,
     return accuracy
 
 
+def _ensemble_accuracy(model: Any, ens: Ensemble, task: Task, steps: list[int], *,
+                       temperature: float, num_samples: int, seed: int) -> dict[int, float]:
+    """Query accuracy of the ensemble's averaged predictive after each step count."""
+    xq, yq = task.query
+    return {k: float((ensemble_probs(model, ens, k, xq, n_classes=task.n_classes,
+                                     temperature=temperature, num_samples=num_samples,
+                                     seed=seed + 1 + k).argmax(-1) == yq).float().mean())
+            for k in steps}
+
+
 def _plot_curve(run: RunDir, task: Task, steps: list[int], accuracy: list[float]) -> None:
     tmp = run / f".{CURVE_PLOT}.tmp.png"
     families = {task.family or task.name: {"steps": steps, "n_tasks": 1, "accuracy": {
@@ -128,7 +147,8 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
                 draws: int | None = None, seed: int = 0, device: str = "auto",
                 transfer: str = defaults.ADAPT_TRANSFER, sharpness: float | None = None,
                 select_from: Sequence[str] = SELECT_FROM,
-                select_criterion: str = SELECT_CRITERION) -> dict[str, Any]:
+                select_criterion: str = SELECT_CRITERION,
+                ensemble_from: Sequence[str] = ENSEMBLE_FROM) -> dict[str, Any]:
     """Adapt the meta-prior of run ``prior`` to ``task``; write and return the record.
 
     ``steps``, ``temperature``, ``num_samples`` (predictive draws for the query accuracy) and
@@ -138,17 +158,20 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     see the module docstring); ``sharpness`` is the power of its architecture prior
     (:func:`~pyro_base.inference.run.factory.sharpen_architecture`; default: the run's
     ``adapt_sharpness``); ``select_from`` are the candidates of ``transfer="select"``, the
-    preferred first, and ``select_criterion`` the held-out score it chooses by.
+    preferred first, and ``select_criterion`` the held-out score it chooses by;
+    ``ensemble_from`` are the starts of ``transfer="ensemble"``.
     """
     if transfer not in STARTS:
         raise ConfigError(f"transfer must be one of {STARTS}, got {transfer!r}")
     select_from = check_select_from(select_from)
+    ensemble_from = check_select_from(ensemble_from, flag="ensemble_from (--ensemble-from)")
     if any((Path(out) / name).exists() for name in (CHECKPOINT, CONFIG)):
         raise ConfigError(f"--out {out} is a meta-training run directory; adapting into it "
                           "would overwrite its posterior.nc: choose another directory")
     dev = resolve_device(device)
     model, guide, cfg, state = load_trained(prior, device=dev,
-                                        transfer="all" if transfer == "select" else transfer,
+                                        transfer=("all" if transfer in ("select", "ensemble")
+                                                  else transfer),
                                         sharpness=sharpness)
     space = model.space
     task = check_task_fits(task, space, prior)
@@ -162,6 +185,10 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     (xs, ys), xq = task.support, task.query[0]
     start = time.perf_counter()
     selection, start_name = None, transfer
+    if transfer == "ensemble":
+        return _adapt_ensemble(prior, model, guide, cfg, state, task, out=out, steps=steps,
+                               curve=curve, temperature=tau, num_samples=samples, draws=draws,
+                               seed=seed, ensemble_from=ensemble_from, start=start)
     if transfer == "select":
         starts = selection_starts(model, cfg, select_from,
                                   components=checkpoint_components(state))
@@ -219,4 +246,51 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     run.write_json(RECORD, record)
     log.info("adapted %s to %s in %d steps (%.1f s): query accuracy %.3f", prior, task.name,
              steps, seconds, accuracy[steps])
+    return record
+
+
+def _adapt_ensemble(prior: str | os.PathLike, model: Any, guide: Any, cfg: Any,
+                    state: dict[str, Any], task: Task, *, out: str | os.PathLike, steps: int,
+                    curve: list[int], temperature: float, num_samples: int,
+                    draws: int | None, seed: int, ensemble_from: Sequence[str],
+                    start: float) -> dict[str, Any]:
+    """``adapt_prior(..., transfer="ensemble")``: every start of ``ensemble_from`` adapted on
+    the whole support set, the outputs written for their average (see the module
+    docstring)."""
+    starts = selection_starts(model, cfg, ensemble_from, components=checkpoint_components(state))
+    (xs, ys), xq = task.support, task.query[0]
+    ens = adapt_ensemble(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                         temperature=temperature, steps=curve, seed=seed)
+    seconds = time.perf_counter() - start
+    accuracy = _ensemble_accuracy(model, ens, task, curve, temperature=temperature,
+                                  num_samples=num_samples, seed=seed)
+    genotype = ens.genotype(steps, model.space)
+    n = len(ens.members)
+    batch = min(guide.batch_size or len(xs), len(xs))
+    cost = SearchCost(seconds=seconds, forward_backward=steps * n, images=steps * batch * n)
+    run = RunDir(out)
+    run.write_json(GENOTYPE, genotype.to_dict())
+    run.write_json(CURVE, {"steps": curve, "query_accuracy": [accuracy[k] for k in curve],
+                           "inner_losses": ens.losses})
+    _plot_curve(run, task, curve, [accuracy[k] for k in curve])
+    named = {m: dataclasses.replace(task, name=f"{task.name}@{m}") for m in ens.members}
+    model.W.load_state_dict(dict(starts[ens.members[0]]))  # the prior group: the first start
+    write_posterior(cfg.replace(posterior_draws=draws or cfg.posterior_draws,
+                                adapt_temperature=temperature, adapt_steps=steps, seed=seed),
+                    model, guide, list(named.values()),
+                    {t.name: ens.paths[m][steps] for m, t in named.items()}, run,
+                    inner_losses={t.name: ens.losses[m] for m, t in named.items()})
+    record = {"prior": str(Path(prior)), "task": task.name, "family": task.family,
+              "n_classes": task.n_classes, "support": len(xs), "query": len(xq),
+              "steps": steps, "temperature": temperature, "sharpness": cfg.adapt_sharpness,
+              "seed": seed, "transfer": "ensemble", "start": "ensemble",
+              "ensemble": list(ens.members),
+              "query_accuracy": accuracy[steps], "prior_accuracy": accuracy.get(0),
+              "genotype": genotype.to_dict(),
+              "op_probs": {c: p.tolist() for c, p in ens.op_probs(steps).items()},
+              "cost": {"seconds": cost.seconds, "forward_backward": cost.forward_backward,
+                       "forward": cost.forward, "images": cost.images}}
+    run.write_json(RECORD, record)
+    log.info("adapted %s to %s in %d steps, an ensemble of %s (%.1f s): query accuracy %.3f",
+             prior, task.name, steps, list(ens.members), seconds, accuracy[steps])
     return record

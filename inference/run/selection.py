@@ -167,14 +167,15 @@ def select_start(model: Any, guide: Any, starts: Mapping[str, Mapping[str, torch
                      criterion=criterion)
 
 
-def check_select_from(select_from: Sequence[str]) -> tuple[str, ...]:
+def check_select_from(select_from: Sequence[str], *,
+                      flag: str = "select_from (--select-from)") -> tuple[str, ...]:
     """``select_from`` as a tuple of at least two distinct names of :data:`CANDIDATES` (or
     ``"components"`` alone, which may stand for several); anything else is a
     ``ConfigError``."""
     names = (select_from,) if isinstance(select_from, str) else tuple(select_from)
     if (len(names) < (1 if names == (COMPONENTS,) else 2) or len(set(names)) != len(names)
             or any(n not in CANDIDATES for n in names)):
-        raise ConfigError(f"select_from (--select-from) must be at least two distinct names "
+        raise ConfigError(f"{flag} must be at least two distinct names "
                           f"from {CANDIDATES}, the preferred first, or {COMPONENTS!r} alone; "
                           f"got {list(names)!r}")
     return names
