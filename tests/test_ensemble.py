@@ -161,3 +161,42 @@ def test_ensemble_errors_and_fewshot(prior, tmp_path, capsys):
     assert len(report["accuracies"]) == 3 and "chosen" not in report
     assert all(0.0 <= a <= 1.0 for a in report["accuracies"])
     assert Path(out / "fewshot.json").is_file()
+
+
+def test_the_quick_look_of_an_ensemble_default_averages_its_members(prior, tmp_path):
+    """With ``transfer="ensemble"`` each held-out row's ``query_accuracy`` is the averaged
+    predictive of the three default starts, adapted from the task's seed, and its genotype the
+    decoded average of their op probabilities; the other columns do not change."""
+    from pyro_base import defaults
+    from pyro_base.inference.run.heldout import format_table, heldout_report
+    from pyro_base.inference.run.runlog import RunDir, safe_name
+    from pyro_base.inference.run.selection import selection_starts
+    from pyro_base.inference.vi.meta_svi import task_seed
+
+    model, guide, cfg, _ = load_trained(prior)
+    cfg = cfg.replace(n_heldout=2, adapt_steps=2)
+    raw, _, _, _ = load_trained(prior, sharpness=1.0)
+    rows = heldout_report(cfg, raw, RunDir(tmp_path / "ens"), device="cpu",
+                          transfer="ensemble")
+    chosen = heldout_report(cfg, raw, RunDir(tmp_path / "sel"), device="cpu", transfer="select")
+    starts = selection_starts(model, cfg, defaults.ENSEMBLE_FROM)
+    tasks = build_tasks(cfg, build_space(cfg)).tasks("test", cfg.n_heldout)
+    for i, (row, other, task) in enumerate(zip(rows, chosen, tasks, strict=True)):
+        seed = task_seed(cfg.seed, cfg.steps, i)
+        (xs, ys), (xq, yq) = task.support, task.query
+        ens = adapt_ensemble(model, guide, starts, xs, ys, n_classes=task.n_classes,
+                             temperature=cfg.adapt_temperature, steps=[2], seed=seed)
+        probs = ensemble_probs(model, ens, 2, xq, n_classes=task.n_classes,
+                               temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
+                               seed=seed + 1)
+        assert row["query_accuracy"] == float((probs.argmax(-1) == yq).float().mean())
+        assert row["start"] == "ensemble" and row["ensemble"] == list(defaults.ENSEMBLE_FROM)
+        for key in ("meta_accuracy", "prior_only_accuracy", "untrained_accuracy"):
+            assert row[key] == other[key], key
+        saved = Genotype.load(tmp_path / "ens" / "genotypes" / f"{safe_name(task.name)}.json")
+        assert saved == ens.genotype(2, model.space)
+    assert "ensemble" in format_table(rows)
+    idata = load_posterior(tmp_path / "ens" / "posterior.nc")
+    assert sorted(str(t) for t in idata.posterior["task"].values) == sorted(t.name for t in tasks)
+    with pytest.raises(ValueError, match="transfer must be"):
+        heldout_report(cfg, raw, RunDir(tmp_path / "bad"), device="cpu", transfer="all")

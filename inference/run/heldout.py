@@ -2,13 +2,15 @@
 
 For each held-out task four figures are read at the same step count (``adapt_steps``):
 
-* ``default`` (metrics key ``query_accuracy``): the start a new task gets by ``adapt``'s
-  default rule (``transfer="select"``: of the starts ``select_from``, by default the whole
-  meta-prior and its architecture prior with the run's initial weights ``W_0``, the one with
-  the higher held-out score on a quarter of the support set;
-  :mod:`~pyro_base.inference.run.selection`), and the start it chose (``start``). The choice
-  is seeded with the task's seed here, ``adapt``'s with its ``--seed``, so the two may hold out
-  other images and choose differently;
+* ``default`` (metrics key ``query_accuracy``): what a new task gets by ``adapt``'s default
+  rule, ``transfer`` (:data:`~pyro_base.defaults.ADAPT_TRANSFER`): ``"ensemble"``, the
+  averaged posteriors of the starts ``ensemble_from`` (by default the whole meta-prior, its
+  architecture prior with the run's initial weights ``W_0``, and ``W_0``;
+  :mod:`~pyro_base.inference.run.ensemble`; ``start`` then reads ``ensemble``), or
+  ``"select"``, of the starts ``select_from`` the one with the higher held-out score on a
+  quarter of the support set (:mod:`~pyro_base.inference.run.selection`), and the start it
+  chose (``start``). Both are seeded with the task's seed here, ``adapt``'s with its
+  ``--seed``, so the two may differ;
 * ``meta`` (``meta_accuracy``): adaptation from the whole meta-learned ``W`` (``adapt
   --transfer all``);
 * ``0-shot`` (``prior_only_accuracy``): the supernet at ``W`` with zero adaptation, chance by
@@ -19,10 +21,12 @@ For each held-out task four figures are read at the same step count (``adapt_ste
 Every start's architecture prior is sharpened by the run's ``adapt_sharpness``, as every
 adaptation from a run is, and every adaptation of a task is seeded alike. This is a quick look
 at a few tasks; ``scripts/evaluate.py`` is the powered, paired evaluation. The default start's
-adapted genotypes go to ``genotypes/<task>.json``, and its posteriors of the held-out tasks plus
-the prior group to ``posterior.nc``: the meta-learned ``W`` with its sharpened architecture
-prior, which the default starts share (``theta_norm`` there is ``W``'s weights; a task that
-chose the architecture start adapted from ``W_0``'s).
+adapted genotypes go to ``genotypes/<task>.json`` (an ensemble's: the decoded average of its
+members' op probabilities), and its posteriors of the held-out tasks plus the prior group to
+``posterior.nc``: the meta-learned ``W`` with its sharpened architecture prior, which the
+default starts share (``theta_norm`` there is ``W``'s weights; a task that chose the
+architecture start adapted from ``W_0``'s; an ensemble's posterior there is its first member's,
+the whole meta-prior's adapted, as ``adapt --transfer all`` gives it).
 
 Usage::
 
@@ -45,6 +49,7 @@ from pyro_base.genotype import Genotype
 from pyro_base.inference.evaluate.workers import evaluate_parallel
 from pyro_base.inference.posterior.draws import posterior_draws, save_posterior, to_inference_data
 from pyro_base.inference.run.config import MetaConfig
+from pyro_base.inference.run.ensemble import adapt_ensemble, ensemble_probs
 from pyro_base.inference.run.factory import (
     build_guide,
     build_model,
@@ -92,11 +97,12 @@ class _Look:
     untrained_guide: OptimizationEmbeddingGuide
     starts: dict[str, dict[str, torch.Tensor]]
     criterion: str
+    transfer: str = "select"
 
 
 def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: Sequence[str],
                   criterion: str, components: dict[str, dict[str, torch.Tensor]] | None = None,
-                  device: torch.device | str = "cpu") -> _Look:
+                  transfer: str = "select", device: torch.device | str = "cpu") -> _Look:
     """The models of the look at meta-trained ``W`` (its prior sharpened, as adapt does)."""
     config = MetaConfig.from_dict(cfg)
     if config.deterministic:  # as the meta-step's workers
@@ -108,7 +114,8 @@ def _look_context(cfg: dict[str, Any], W: dict[str, torch.Tensor], select_from: 
     sharpened = {k: v.detach().clone() for k, v in start.W.state_dict().items()}  # on device
     return _Look(config, start, build_guide(config, start), sharpened, untrained,
                  build_guide(config, untrained),
-                 selection_starts(start, config, select_from, components=components), criterion)
+                 selection_starts(start, config, select_from, components=components), criterion,
+                 transfer)
 
 
 def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
@@ -124,6 +131,8 @@ def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
         torch.manual_seed(seed)
         results[name] = adapt(m, g, task, steps=steps, temperature=cfg.adapt_temperature,
                               num_samples=cfg.num_samples)
+    if look.transfer == "ensemble":
+        return _look_ensemble(look, task, seed, results)
     began = time.perf_counter()
     chosen, selection = _choose_start(cfg, start, start_guide, look.starts, task, seed=seed,
                                       criterion=look.criterion)
@@ -150,6 +159,35 @@ def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
            "genotype": genotype_summary(default.genotype)}
     return {"row": row, "posterior": posterior, "losses": default.losses,
             "genotype": default.genotype}
+
+
+def _look_ensemble(look: _Look, task: Any, seed: int, results: dict[str, Adaptation],
+                   ) -> dict[str, Any]:
+    """The row of a look whose default is the ensemble of ``look.starts``, seeded alike."""
+    cfg, start = look.cfg, look.start
+    task = task.to(start.W.mu.device)
+    (xs, ys), (xq, yq) = task.support, task.query
+    began = time.perf_counter()
+    ens = adapt_ensemble(start, look.start_guide, look.starts, xs, ys, n_classes=task.n_classes,
+                         temperature=cfg.adapt_temperature, steps=[cfg.adapt_steps], seed=seed)
+    seconds = time.perf_counter() - began
+    probs = ensemble_probs(start, ens, cfg.adapt_steps, xq, n_classes=task.n_classes,
+                           temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
+                           seed=seed + 1)
+    start.W.load_state_dict(look.sharpened)
+    genotype = ens.genotype(cfg.adapt_steps, start.space)
+    first = ens.members[0]
+    row = {"event": "adapt", "task": task.name, "family": task.family,
+           "n_classes": task.n_classes, "steps": cfg.adapt_steps,
+           "query_accuracy": float((probs.argmax(-1) == yq).float().mean()),
+           "start": "ensemble", "ensemble": list(ens.members),
+           "meta_accuracy": results["meta"].query_accuracy,
+           "prior_only_accuracy": results["prior_only"].query_accuracy,
+           "untrained_accuracy": results["untrained"].query_accuracy,
+           "adapt_seconds": seconds, "choice_seconds": 0.0,
+           "genotype": genotype_summary(genotype)}
+    return {"row": row, "posterior": ens.paths[first][cfg.adapt_steps],
+            "losses": ens.losses[first], "genotype": genotype}
 
 
 def _copied(post: AdaptedPosterior) -> AdaptedPosterior:
@@ -179,11 +217,15 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
                    select_from: Sequence[str] = defaults.SELECT_FROM,
                    select_criterion: str = defaults.SELECT_CRITERION,
                    components: dict[str, dict[str, torch.Tensor]] | None = None,
+                   transfer: str = defaults.ADAPT_TRANSFER,
+                   ensemble_from: Sequence[str] = defaults.ENSEMBLE_FROM,
                    ) -> list[dict[str, Any]]:
     """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
     names, built afresh) from the default start (the one of ``select_from``, starts built from
     ``model``'s meta-trained ``W``, that scores the higher held-out ``select_criterion``), from
-    the whole ``W``, and from ``W_0``; write genotypes, metrics and ``posterior.nc``.
+    the whole ``W``, and from ``W_0``; write genotypes, metrics and ``posterior.nc``. With
+    ``transfer="ensemble"`` the default is instead the averaged posteriors of the starts
+    ``ensemble_from``.
     ``components`` are the refit's family components, the starts ``"components"`` in
     ``select_from`` stands for.
 
@@ -195,7 +237,10 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
     tasks = distribution.tasks("test", cfg.n_heldout)
     W = {k: v.detach().cpu().clone() for k, v in model.W.state_dict().items()}
     comps = {f: {k: v.detach().cpu() for k, v in c.items()} for f, c in (components or {}).items()}
-    args = (cfg.to_dict(), W, tuple(select_from), select_criterion, comps)
+    if transfer not in ("select", "ensemble"):
+        raise ValueError(f"transfer must be 'select' or 'ensemble', got {transfer!r}")
+    starts = tuple(ensemble_from if transfer == "ensemble" else select_from)
+    args = (cfg.to_dict(), W, starts, select_criterion, comps, transfer)
     workers = min(cfg.meta_workers, len(tasks))
     look = _look_context(*args, device=device)  # the posterior's model, and the serial look
     if workers > 1 and look.start.W.mu.device.type == "cpu":
