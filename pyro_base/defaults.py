@@ -54,13 +54,13 @@ TAU_END = 0.5
 ADAPT_STEPS = 20
 ADAPT_TEMPERATURE = 0.5
 ADAPT_SHARPNESS = 4.0  # the architecture prior's power p(z)^g at adaptation
-# where a new task starts: "select" chooses per task, by SELECT_CRITERION on a held-out quarter
-# of its support set, between the starts SELECT_FROM (the whole meta-prior, and its
-# architecture prior with the run's initial weights W_0), the first kept on a tie
-ADAPT_TRANSFER = "select"
+# where a new task starts: "ensemble" adapts every start of ENSEMBLE_FROM (the whole
+# meta-prior, its architecture prior with the run's initial weights W_0, and W_0 itself) on the
+# whole support set and averages their posteriors (docs/meta_learning.md, "Averaging the
+# starts"); "select", the default before, chooses per task, by SELECT_CRITERION on a held-out
+# quarter of its support set, between the starts SELECT_FROM, the first kept on a tie
+ADAPT_TRANSFER = "ensemble"
+ENSEMBLE_FROM = ("all", "architecture", "none")
 SELECT_FROM = ("all", "architecture")
 SELECT_CRITERION = "loglik"
-# the starts transfer "ensemble" adapts and averages: the whole meta-prior, its architecture
-# prior with W_0's weights, and W_0 itself (docs/meta_learning.md, "Averaging the starts")
-ENSEMBLE_FROM = ("all", "architecture", "none")
 NUM_SAMPLES = 4

@@ -336,11 +336,11 @@ def test_select_from_chooses_between_the_starts_it_names(prior, tmp_path, capsys
 
 
 def test_select_with_one_image_per_class_starts_from_the_first_candidate(prior, tmp_path):
-    """A one-shot support set leaves nothing to hold out: the default select starts from its
-    first candidate (the whole meta-prior) at the cost of one adaptation."""
+    """A one-shot support set leaves nothing to hold out: select starts from its first
+    candidate (the whole meta-prior) at the cost of one adaptation."""
     out = tmp_path / "one_shot"
     assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *TASK,
-                "--n-support", "10"]) == 0  # 10 classes, one image each
+                "--n-support", "10", "--transfer", "select"]) == 0  # 10 classes, one each
     record = json.loads((out / "adapt.json").read_text())
     assert record["support"] == 10 and record["transfer"] == "select"
     assert record["start"] == "all" and "selection" not in record
@@ -348,7 +348,8 @@ def test_select_with_one_image_per_class_starts_from_the_first_candidate(prior, 
     # components first: the first family component, by its name (not "components")
     out = tmp_path / "one_shot_components"
     assert cli(["--prior", str(prior), "--out", str(out), "--steps", "1", *TASK,
-                "--n-support", "10", "--select-from", "components", "all"]) == 0
+                "--n-support", "10", "--transfer", "select", "--select-from", "components",
+                "all"]) == 0
     record = json.loads((out / "adapt.json").read_text())
     assert record["start"] == "architecture:motif" and "selection" not in record
 
@@ -372,12 +373,12 @@ def test_fewshot_select_counts_the_starts_chosen(prior, tmp_path, capsys):
     assert set(report["chosen"]) == {"all", "none"} and sum(report["chosen"].values()) == 3
     assert report["select_from"] == ["all", "none"] and report["select_criterion"] == "loglik"
     # with --transfer all there is no count; a 1-shot episode leaves nothing to hold out, so
-    # the default select takes its first start, the whole meta-prior, every time
+    # select takes its first start, the whole meta-prior, every time
     assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs"), *fs, "--k-shot", "4",
                 "--transfer", "all", *TASK]) == 0
     assert "chosen" not in json.loads((tmp_path / "fs" / "fewshot.json").read_text())
     assert cli(["--prior", str(prior), "--out", str(tmp_path / "fs2"), *fs, "--k-shot", "1",
-                *TASK]) == 0
+                "--transfer", "select", *TASK]) == 0
     one_shot = json.loads((tmp_path / "fs2" / "fewshot.json").read_text())
     assert one_shot["transfer"] == "select" and one_shot["chosen"] == {"all": 3, "architecture": 0}
 
@@ -447,7 +448,7 @@ def test_zero_steps_of_adaptation_read_the_sharpened_prior(prior, tmp_path):
     for g in (1.0, 3.0):
         out = tmp_path / f"z{g:g}"
         assert cli(["--prior", str(prior), "--out", str(out), "--steps", "0",
-                    "--adapt-sharpness", str(g), *TASK]) == 0
+                    "--adapt-sharpness", str(g), "--transfer", "all", *TASK]) == 0
         probs = torch.tensor(json.loads((out / "adapt.json").read_text())["op_probs"]["normal"])
         expected = torch.softmax(raw["alpha_normal"].double() * g, -1)
         torch.testing.assert_close(probs.double(), expected, atol=1e-6, rtol=0)
@@ -553,7 +554,7 @@ def test_the_main_jobs_quick_look_reports_the_start_adapt_chooses(prior, tmp_pat
     raw, _, _, _ = load_trained(prior, sharpness=1.0)
     components = checkpoint_components(state)
     rows = heldout_report(cfg, raw, RunDir(tmp_path), device="cpu", select_from=select_from,
-                          select_criterion="loglik", components=components)
+                          select_criterion="loglik", components=components, transfer="select")
     starts = selection_starts(model, cfg, select_from, components=components)
     assert len(starts) == (3 if "components" in select_from else 2)
     sharpened = {k: v.detach().clone() for k, v in model.W.state_dict().items()}
@@ -607,10 +608,11 @@ def test_the_quick_look_reuses_the_meta_priors_adaptation_where_the_choice_is_al
                         or real_adapt(*a, **k))
     raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
     rows = heldout.heldout_report(cfg.replace(n_heldout=2, adapt_steps=2), raw,
-                                  RunDir(tmp_path), device="cpu")
+                                  RunDir(tmp_path), device="cpu", transfer="select")
     assert calls == [2, 0, 2] * 2  # meta, 0-shot, untrained per task; nothing adapted again
     reference = heldout.heldout_report(cfg.replace(n_heldout=2, adapt_steps=2), raw,
-                                       RunDir(tmp_path / "reference"), device="cpu")
+                                       RunDir(tmp_path / "reference"), device="cpu",
+                                       transfer="select")
     for row, ref in zip(rows, reference, strict=True):
         assert row["start"] == "all" and row["selection"]["chosen"] == {"2": "all"}
         assert row["query_accuracy"] == row["meta_accuracy"] == ref["meta_accuracy"]
@@ -656,7 +658,8 @@ def test_the_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path
         out = {w: tmp_path / f"workers{w}" for w in (1, 2)}
         rows = {w: heldout_report(cfg.replace(meta_workers=w), raw, RunDir(out[w]),
                                   device="cpu", select_from=("all", "architecture", "components"),
-                                  components=checkpoint_components(state)) for w in out}
+                                  components=checkpoint_components(state), transfer="select")
+                for w in out}
     finally:
         torch.set_num_threads(threads)
 

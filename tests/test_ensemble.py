@@ -200,3 +200,29 @@ def test_the_quick_look_of_an_ensemble_default_averages_its_members(prior, tmp_p
     assert sorted(str(t) for t in idata.posterior["task"].values) == sorted(t.name for t in tasks)
     with pytest.raises(ValueError, match="transfer must be"):
         heldout_report(cfg, raw, RunDir(tmp_path / "bad"), device="cpu", transfer="all")
+
+
+def test_the_ensemble_quick_look_in_two_processes_gives_one_processs_rows(prior, tmp_path):
+    """The main job's default look (the ensemble) spread over two worker processes gives the
+    rows, genotypes and posteriors of one process with one torch thread."""
+    from pyro_base.inference.run.heldout import heldout_report
+    from pyro_base.inference.run.runlog import RunDir
+
+    raw, _, cfg, _ = load_trained(prior, sharpness=1.0)
+    cfg = cfg.replace(n_heldout=2, adapt_steps=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {w: tmp_path / f"workers{w}" for w in (1, 2)}
+        rows = {w: heldout_report(cfg.replace(meta_workers=w), raw, RunDir(out[w]),
+                                  device="cpu") for w in out}
+    finally:
+        torch.set_num_threads(threads)
+    timeless = {w: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs]
+                for w, rs in rows.items()}
+    assert timeless[1] == timeless[2] and all(r["start"] == "ensemble" for r in rows[1])
+    for path in (out[1] / "genotypes").glob("*.json"):
+        assert path.read_text() == (out[2] / "genotypes" / path.name).read_text()
+    ops = {w: load_posterior(out[w] / "posterior.nc").constant_data["op_probs"].values
+           for w in out}
+    np.testing.assert_array_equal(ops[1], ops[2])

@@ -35,8 +35,10 @@ def test_imagenet_to_cifar10_meta_train_adapt_train(tmp_path, capsys):
     record = json.loads((adapted / "adapt.json").read_text())
     assert record["n_classes"] == 10 and record["support"] == 50 and record["steps"] == 2
     genotype = Genotype.load(adapted / "genotype.json")
-    assert list(load_posterior(adapted / "posterior.nc").posterior["task"].values) == \
-        [record["task"]]
+    # the default adaptation, an ensemble: one posterior per start, named after it
+    assert record["ensemble"] == ["all", "architecture", "none"]
+    assert sorted(load_posterior(adapted / "posterior.nc").posterior["task"].values) == \
+        [f"{record['task']}@{m}" for m in record["ensemble"]]
     capsys.readouterr()
 
     assert train.cli(["--genotype", str(adapted), "--task-source", "cifar10", "--data-dir",

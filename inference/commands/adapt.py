@@ -59,15 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=None,
                    help="posterior draws in posterior.nc (default: the run's posterior_draws)")
     p.add_argument("--transfer", choices=STARTS, default=defaults.ADAPT_TRANSFER,
-                   help="what the task starts from: the whole meta-prior (all), its "
+                   help="what the task starts from: the averaged posteriors of every start of "
+                        "--ensemble-from, each adapted on the whole support set (ensemble, the "
+                        "default; one cost per start, 3x with the default three), the whole "
+                        "meta-prior (all), its "
                         "architecture logits with the run's initial weights W_0 "
                         "(architecture), its weights with uniform logits (weights), W_0 "
                         "itself (none), or whichever of --select-from scores higher on a "
                         "held-out quarter of the support set after --steps steps (select; "
                         "about 1 + 3/4 x the number of candidates times the cost, 3x with "
-                        "two), or the averaged posteriors of every start of --ensemble-from, "
-                        "each adapted on the whole support set (ensemble; one cost per start, "
-                        "3x with the default three)")
+                        "two)")
     p.add_argument("--ensemble-from", nargs="+", choices=(*STARTS[:4], "components"),
                    default=list(defaults.ENSEMBLE_FROM), metavar="START",
                    help="the starts --transfer ensemble adapts on the whole support set and "

@@ -125,9 +125,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nmeta-prior genotype: {genotype_summary(prior)}")
         print(f"held-out tasks (a quick look; scripts/evaluate.py RUN_DIR for the paired, "
               f"powered evaluation), query accuracy after {cfg.adapt_steps} adaptation steps "
-              "(default = from the start adapt's default rule chooses, start = which one: 'all', "
-              "the whole meta-prior, or 'architecture', its architecture prior with the "
-              "initial weights; meta = from the whole meta-prior, as adapt --transfer all; "
+              "(default = adapt's default, the averaged posteriors of the whole meta-prior, its "
+              "architecture prior with the initial weights and the initial weights alone, each "
+              "adapted; meta = from the whole meta-prior, as adapt --transfer all; "
               "0-shot = the supernet at W unadapted; untrn = from the untrained start):")
         print(format_table(rows))
         print(f"\nrun directory: {run.path}")

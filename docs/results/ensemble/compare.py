@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pyro_base.inference.evaluate.pooled import two_level_interval
-from pyro_base.inference.evaluate.summary import bootstrap_interval
+from pyro_base.inference.evaluate.summary import PREFERRED, bootstrap_interval
 
 HERE = Path(__file__).parent
 FAMILIES = ["motif", "dilated_motif", "relation", "cooccurrence", "colour"]
@@ -84,6 +84,15 @@ def main() -> None:
                 pooled.setdefault((family, a, b), []).append(diff)
                 row[family, a, b] = bootstrap_interval(diff)
                 print(f"  {family:14s} {a:8s} - {b:9s} | {cells(steps, *row[family, a, b])}")
+        for family in FAMILIES:
+            tops = {arm: [tasks[q]["top_op"][arm]["normal"] for q in sorted(tasks)
+                          if q[0] == family] for arm in ("untrained", "select", "ensemble")}
+            counts = {arm: {op: ops.count(op) for op in sorted(set(ops))}
+                      for arm, ops in tops.items()}
+            match = "" if PREFERRED[family] is None else " matches: " + ", ".join(
+                f"{arm} {sum(op in PREFERRED[family] for op in ops)}/{len(ops)}"
+                for arm, ops in tops.items())
+            print(f"  {family:14s} normal-cell top op after {steps[-1]} steps: {counts}{match}")
         for arm in ("select", "ensemble"):
             table.append(markdown_row(path.stem.removeprefix("evaluation_"), row, arm, steps))
     print(f"\n{len(pooled['motif', 'select', 'untrained'])} runs pooled (two-level bootstrap)")
