@@ -92,6 +92,7 @@ def fewshot_score(model: BASEModel, guide: OptimizationEmbeddingGuide,
         task = source.sample(split, np.random.default_rng([seed, i]))
         episode_seed = int(np.random.default_rng([seed, i, 1]).integers(2**62))
         if ensemble:
+            task = task.to(model.W.mu.device)
             (xs, ys), (xq, yq) = task.support, task.query
             ens = adapt_ensemble(model, guide, starts, xs, ys, n_classes=task.n_classes,
                                  temperature=temperature, steps=[steps], seed=episode_seed)
