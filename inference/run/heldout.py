@@ -221,13 +221,12 @@ def heldout_report(cfg: MetaConfig, model: BASEModel, run: RunDir, *,
                    ensemble_from: Sequence[str] = defaults.ENSEMBLE_FROM,
                    ) -> list[dict[str, Any]]:
     """Adapt to ``cfg.n_heldout`` test tasks of ``distribution`` (default: the one ``cfg``
-    names, built afresh) from the default start (the one of ``select_from``, starts built from
-    ``model``'s meta-trained ``W``, that scores the higher held-out ``select_criterion``), from
-    the whole ``W``, and from ``W_0``; write genotypes, metrics and ``posterior.nc``. With
-    ``transfer="ensemble"`` the default is instead the averaged posteriors of the starts
-    ``ensemble_from``.
-    ``components`` are the refit's family components, the starts ``"components"`` in
-    ``select_from`` stands for.
+    names, built afresh) by ``adapt``'s default, ``transfer`` (``"ensemble"``: the averaged
+    posteriors of the starts ``ensemble_from``; ``"select"``: the one of ``select_from`` that
+    scores the higher held-out ``select_criterion``; starts built from ``model``'s meta-trained
+    ``W``), from the whole ``W``, and from ``W_0``; write genotypes, metrics and
+    ``posterior.nc``. ``components`` are the refit's family components, the starts
+    ``"components"`` stands for.
 
     On a CPU the tasks are spread over ``cfg.meta_workers`` processes (one torch thread each;
     every task seeds its own adaptations, so the rows do not depend on the number)."""
