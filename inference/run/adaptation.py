@@ -36,7 +36,8 @@ On the embedded task families the meta-trained weights memorise the support set 
 architecture logits with ``W_0``'s weights gain, and the sharpened architecture prior keeps
 ``cooccurrence``'s tasks from the ops the untrained start finds after 80 steps. The choice lets
 each task take one start; the ensemble keeps all three, and on the runs measured it gains more
-than the choice and falls below the untrained start at no budget. The README's "Does
+than the choice on most families and budgets and, once adapted, is never below the untrained
+start. The README's "Does
 meta-training learn?" and ``docs/meta_learning.md`` ("Averaging the starts", "Choosing the
 start per task") give the numbers.
 

@@ -13,8 +13,9 @@ posteriors,
 
 a mixture prior over where adaptation starts, each component updated by its own inner loop,
 with fixed weights: weighting the components by their held-out scores (stacking on a quarter
-of the support set, or the best score alone, as ``transfer="select"`` does) was measured and
-did worse on the embedded families (``docs/meta_learning.md``, "Averaging the starts"). Its
+of the support set, or the best score alone, as ``transfer="select"`` does) was screened on
+the embedded families and did no better after 20 steps and worse after 80
+(``docs/meta_learning.md``, "Averaging the starts"). Its
 architecture marginal, the average of the members' op probabilities per edge, is what the
 ensemble's genotype decodes. The cost is one adaptation per member on the whole support set
 (three with the default members: the whole meta-prior, its architecture prior with the run's
