@@ -67,14 +67,6 @@ class Ensemble:
         return decode(self.op_probs(k), space=space, rule=rule)
 
 
-def _frozen(post: AdaptedPosterior) -> AdaptedPosterior:
-    """``post`` with its parameters copied: the posterior after 0 steps is ``W`` itself, whose
-    tensors the next member's start overwrites in place."""
-    return AdaptedPosterior({k: v.detach().clone() for k, v in post.params.items()},
-                            cells=post.cells, relaxation=post.relaxation,
-                            weight_posterior=post.weight_posterior)
-
-
 def adapt_ensemble(model: Any, guide: Any, starts: Mapping[str, Mapping[str, torch.Tensor]],
                    x: torch.Tensor, y: torch.Tensor, *, n_classes: int, temperature: float,
                    steps: Sequence[int], seed: int) -> Ensemble:
@@ -89,7 +81,7 @@ def adapt_ensemble(model: Any, guide: Any, starts: Mapping[str, Mapping[str, tor
         torch.manual_seed(seed)
         path, losses[name] = guide.adapt_path(x, y, n_classes=n_classes,
                                               temperature=temperature, steps=steps)
-        paths[name] = {k: _frozen(post) for k, post in path.items()}
+        paths[name] = {k: post.clone() for k, post in path.items()}
     return Ensemble(members=tuple(starts), paths=paths, losses=losses)
 
 

@@ -49,7 +49,7 @@ from pyro_base.genotype import Genotype
 from pyro_base.inference.evaluate.workers import evaluate_parallel
 from pyro_base.inference.posterior.draws import posterior_draws, save_posterior, to_inference_data
 from pyro_base.inference.run.config import MetaConfig
-from pyro_base.inference.run.ensemble import adapt_ensemble, ensemble_probs
+from pyro_base.inference.run.ensemble import Ensemble, ensemble_probs
 from pyro_base.inference.run.factory import (
     build_guide,
     build_model,
@@ -146,7 +146,7 @@ def _look_task(look: _Look, i: int, task: Any) -> dict[str, Any]:
         default = adapt(start, start_guide, task, steps=cfg.adapt_steps,
                         temperature=cfg.adapt_temperature, num_samples=cfg.num_samples)
     # a 0-step posterior is the start's own parameters: copy them before the start is reset
-    posterior = _copied(default.posterior)
+    posterior = default.posterior.clone()
     start.W.load_state_dict(look.sharpened)
     row = {"event": "adapt", "task": task.name, "family": task.family,
            "n_classes": task.n_classes, "steps": cfg.adapt_steps,
@@ -167,10 +167,24 @@ def _look_ensemble(look: _Look, task: Any, seed: int, results: dict[str, Adaptat
     cfg, start = look.cfg, look.start
     task = task.to(start.W.mu.device)
     (xs, ys), (xq, yq) = task.support, task.query
+    # the whole meta-prior and W_0 were adapted for the other columns, from the same seed
+    done = {"all": results["meta"], "none": results["untrained"]}
     began = time.perf_counter()
-    ens = adapt_ensemble(start, look.start_guide, look.starts, xs, ys, n_classes=task.n_classes,
-                         temperature=cfg.adapt_temperature, steps=[cfg.adapt_steps], seed=seed)
-    seconds = time.perf_counter() - began
+    rest = {m: state for m, state in look.starts.items() if m not in done}
+    paths, losses = {}, {}
+    for m, state in rest.items():
+        start.W.load_state_dict(state)
+        torch.manual_seed(seed)
+        path, losses[m] = look.start_guide.adapt_path(xs, ys, n_classes=task.n_classes,
+                                                      temperature=cfg.adapt_temperature,
+                                                      steps=[cfg.adapt_steps])
+        paths[m] = {cfg.adapt_steps: path[cfg.adapt_steps].clone()}
+    for m in look.starts.keys() & done.keys():
+        paths[m] = {cfg.adapt_steps: done[m].posterior.clone()}
+        losses[m] = done[m].losses
+    ens = Ensemble(members=tuple(look.starts), paths=paths, losses=losses)
+    seconds = time.perf_counter() - began + sum(done[m].seconds for m in look.starts.keys()
+                                                & done.keys())
     probs = ensemble_probs(start, ens, cfg.adapt_steps, xq, n_classes=task.n_classes,
                            temperature=cfg.adapt_temperature, num_samples=cfg.num_samples,
                            seed=seed + 1)
@@ -188,13 +202,6 @@ def _look_ensemble(look: _Look, task: Any, seed: int, results: dict[str, Adaptat
            "genotype": genotype_summary(genotype)}
     return {"row": row, "posterior": ens.paths[first][cfg.adapt_steps],
             "losses": ens.losses[first], "genotype": genotype}
-
-
-def _copied(post: AdaptedPosterior) -> AdaptedPosterior:
-    """``post`` with its own copy of the parameters."""
-    return AdaptedPosterior({k: v.detach().clone() for k, v in post.params.items()},
-                            cells=post.cells, relaxation=post.relaxation,
-                            weight_posterior=post.weight_posterior)
 
 
 def _choose_start(cfg: MetaConfig, model: BASEModel, guide: OptimizationEmbeddingGuide,

@@ -67,6 +67,13 @@ class AdaptedPosterior:
                                 cells=self.cells, relaxation=self.relaxation,
                                 weight_posterior=self.weight_posterior)
 
+    def clone(self) -> AdaptedPosterior:
+        """A posterior with its own copy of the parameters: one after 0 steps is ``W`` itself,
+        whose tensors a later start overwrites in place."""
+        return AdaptedPosterior({k: v.detach().clone() for k, v in self.params.items()},
+                                cells=self.cells, relaxation=self.relaxation,
+                                weight_posterior=self.weight_posterior)
+
     def genotype(self, space, *, rule: str = "base"):  # noqa: ANN001, ANN201
         """The posterior mode's discrete genotype (BASE decoding rule by default)."""
         from pyro_base.genotype import decode
