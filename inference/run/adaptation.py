@@ -77,7 +77,6 @@ from pyro_base.inference.run.selection import (  # noqa: F401  (re-exported)
     selection_starts,
 )
 from pyro_base.inference.search.config import SearchCost
-from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.search_space import SearchSpace
 from pyro_base.tasks.base import Task
 from pyro_base.training import resolve_device
@@ -114,22 +113,10 @@ def check_task_fits(task: Task, space: SearchSpace, prior: str | os.PathLike) ->
     return task
 
 
-def _score(model: Any, posts: dict[int, Any], task: Task, *, temperature: float,
+def _score(model: Any, ens: Ensemble, task: Task, steps: list[int], *, temperature: float,
            num_samples: int, seed: int) -> dict[int, float]:
-    """Query accuracy of the posterior predictive after each step count."""
-    xq, yq = task.query
-    accuracy = {}
-    for k, post in posts.items():
-        torch.manual_seed(seed + 1 + k)
-        probs = predictive_probs(model, post, xq, n_classes=task.n_classes,
-                                 temperature=temperature, num_samples=num_samples)
-        accuracy[k] = float((probs.argmax(-1) == yq).float().mean())
-    return accuracy
-
-
-def _ensemble_accuracy(model: Any, ens: Ensemble, task: Task, steps: list[int], *,
-                       temperature: float, num_samples: int, seed: int) -> dict[int, float]:
-    """Query accuracy of the ensemble's averaged predictive after each step count."""
+    """Query accuracy of the (averaged) posterior predictive after each step count; a single
+    start is an ensemble of one."""
     xq, yq = task.query
     return {k: float((ensemble_probs(model, ens, k, xq, n_classes=task.n_classes,
                                      temperature=temperature, num_samples=num_samples,
@@ -214,7 +201,9 @@ def adapt_prior(prior: str | os.PathLike, task: Task, *, out: str | os.PathLike,
     posts, losses = guide.adapt_path(xs, ys, n_classes=task.n_classes, temperature=tau,
                                      steps=curve)
     seconds = time.perf_counter() - start  # with the choice of start, if any
-    accuracy = _score(model, posts, task, temperature=tau, num_samples=samples, seed=seed)
+    accuracy = _score(model, Ensemble(members=(start_name,), paths={start_name: posts},
+                                      losses={start_name: losses}), task, curve,
+                      temperature=tau, num_samples=samples, seed=seed)
     post = posts[steps]
     genotype = post.genotype(space)
     batch = min(guide.batch_size or len(xs), len(xs))
@@ -265,8 +254,8 @@ def _adapt_ensemble(prior: str | os.PathLike, model: Any, guide: Any, cfg: Any,
     ens = adapt_ensemble(model, guide, starts, xs, ys, n_classes=task.n_classes,
                          temperature=temperature, steps=curve, seed=seed)
     seconds = time.perf_counter() - start
-    accuracy = _ensemble_accuracy(model, ens, task, curve, temperature=temperature,
-                                  num_samples=num_samples, seed=seed)
+    accuracy = _score(model, ens, task, curve, temperature=temperature,
+                      num_samples=num_samples, seed=seed)
     genotype = ens.genotype(steps, model.space)
     n = len(ens.members)
     batch = min(guide.batch_size or len(xs), len(xs))
