@@ -24,39 +24,15 @@ after 20 steps with the interval above 0 on 4 of 5 families; no point of the cur
 below the untrained start) per run and pooled.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
+from compare import BUDGET, FAMILIES, GOAL, cells, goal, load  # beside this file
 
 from pyro_base.inference.evaluate.pooled import two_level_interval
 from pyro_base.inference.evaluate.summary import PREFERRED, bootstrap_interval
 
 HERE = Path(__file__).parent
-FAMILIES = ["motif", "dilated_motif", "relation", "cooccurrence", "colour"]
-BUDGET, GOAL = 20, 0.10
-REFS = ("untrained", "default ensemble")
-
-
-def cells(steps: list[int], mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> str:
-    return " | ".join(f"{s}: {m:+.3f} [{a:+.3f}, {b:+.3f}]"
-                      for s, m, a, b in zip(steps, mean, lo, hi, strict=True))
-
-
-def load(path: Path) -> tuple[list[int], dict[tuple[str, int], dict]]:
-    data = json.loads(path.read_text())
-    return data["settings"]["steps"], {(t["family"], t["task_index"]): t for t in data["tasks"]}
-
-
-def goal(row: dict, steps: list[int]) -> tuple[int, list[str]]:
-    """The families at +0.10 or more over the untrained start after the budget with the
-    interval above 0, and the points of the curve significantly below it."""
-    j, met, negative = steps.index(BUDGET), 0, []
-    for family in FAMILIES:
-        mean, lo, hi = row[family, "untrained"]
-        met += bool(mean[j] >= GOAL and lo[j] > 0)
-        negative += [f"{family} at {s}" for s, h in zip(steps, hi, strict=True) if h < 0]
-    return met, negative
 
 
 def markdown_row(name: str, row: dict, steps: list[int]) -> str:
