@@ -75,6 +75,18 @@ def adapt_ensemble(model: Any, guide: Any, starts: Mapping[str, Mapping[str, tor
     ``model.W`` is left holding the last start's state."""
     if len(starts) < 2:
         raise ValueError(f"an ensemble needs at least two starts, got {list(starts)}")
+    paths, losses = adapt_members(model, guide, starts, x, y, n_classes=n_classes,
+                                  temperature=temperature, steps=steps, seed=seed)
+    return Ensemble(members=tuple(starts), paths=paths, losses=losses)
+
+
+def adapt_members(model: Any, guide: Any, starts: Mapping[str, Mapping[str, torch.Tensor]],
+                  x: torch.Tensor, y: torch.Tensor, *, n_classes: int, temperature: float,
+                  steps: Sequence[int], seed: int,
+                  ) -> tuple[dict[str, dict[int, AdaptedPosterior]], dict[str, list[float]]]:
+    """The members' half of :func:`adapt_ensemble`, for any number of starts (a caller that
+    has adapted some members already adds the rest): each start adapted from ``seed``; its
+    posteriors after ``steps`` (copied) and its losses, by start name."""
     paths, losses = {}, {}
     for name, state in starts.items():
         model.W.load_state_dict(dict(state))
@@ -82,7 +94,7 @@ def adapt_ensemble(model: Any, guide: Any, starts: Mapping[str, Mapping[str, tor
         path, losses[name] = guide.adapt_path(x, y, n_classes=n_classes,
                                               temperature=temperature, steps=steps)
         paths[name] = {k: post.clone() for k, post in path.items()}
-    return Ensemble(members=tuple(starts), paths=paths, losses=losses)
+    return paths, losses
 
 
 def ensemble_probs(model: Any, ensemble: Ensemble, k: int, x: torch.Tensor, *, n_classes: int,

@@ -49,7 +49,7 @@ from pyro_base.genotype import Genotype
 from pyro_base.inference.evaluate.workers import evaluate_parallel
 from pyro_base.inference.posterior.draws import posterior_draws, save_posterior, to_inference_data
 from pyro_base.inference.run.config import MetaConfig
-from pyro_base.inference.run.ensemble import Ensemble, ensemble_probs
+from pyro_base.inference.run.ensemble import Ensemble, adapt_members, ensemble_probs
 from pyro_base.inference.run.factory import (
     build_guide,
     build_model,
@@ -171,14 +171,9 @@ def _look_ensemble(look: _Look, task: Any, seed: int, results: dict[str, Adaptat
     done = {"all": results["meta"], "none": results["untrained"]}
     began = time.perf_counter()
     rest = {m: state for m, state in look.starts.items() if m not in done}
-    paths, losses = {}, {}
-    for m, state in rest.items():
-        start.W.load_state_dict(state)
-        torch.manual_seed(seed)
-        path, losses[m] = look.start_guide.adapt_path(xs, ys, n_classes=task.n_classes,
-                                                      temperature=cfg.adapt_temperature,
-                                                      steps=[cfg.adapt_steps])
-        paths[m] = {cfg.adapt_steps: path[cfg.adapt_steps].clone()}
+    paths, losses = adapt_members(start, look.start_guide, rest, xs, ys,
+                                  n_classes=task.n_classes, temperature=cfg.adapt_temperature,
+                                  steps=[cfg.adapt_steps], seed=seed)
     for m in look.starts.keys() & done.keys():
         paths[m] = {cfg.adapt_steps: done[m].posterior.clone()}
         losses[m] = done[m].losses
