@@ -35,6 +35,7 @@ FIELDS = sorted(MetaConfig.__dataclass_fields__)
     ({"mode": "sgd"}, "mode"), ({"preset": "huge"}, "preset"),
     ({"weight_scale": 0.0}, "weight_scale"), ({"weight_scale": float("nan")}, "weight_scale"),
     ({"weight_update": "maml"}, "weight_update"),
+    ({"inner_beta1": 1.0}, "inner_beta1"), ({"inner_beta1": -0.1}, "inner_beta1"),
 ])
 def test_out_of_range_values_name_the_field(changes, field):
     with pytest.raises(ConfigError, match=field):

@@ -13,6 +13,7 @@ from pyro.optim import Adam
 
 from pyro_base.inference.vi.adapt import predictive_probs
 from pyro_base.inference.vi.guides import OptimizationEmbeddingGuide, autoguide_from_W
+from pyro_base.inference.vi.update import InnerUpdate
 from pyro_base.models.base_model import BASEModel
 from pyro_base.models.priors import (
     FixedGaussianPrior,
@@ -320,6 +321,31 @@ def test_arch_optimizer_sgd_steps_the_logits_by_their_gradient(elbo_impl):
     assert set(guide.update.init_state(W, list(W))) == {"mu", "log_sigma"}
     with pytest.raises(ValueError, match="arch_optimizer.*'lbfgs'"):
         OptimizationEmbeddingGuide(model, arch_optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.5, 0.9])
+def test_inner_adam_is_torch_adam_with_its_beta1(beta1):
+    """Five steps of the inner loop's Adam on fixed gradients equal ``torch.optim.Adam`` with
+    ``betas=(beta1, 0.999)`` (its ``eps`` outside the root, ours inside: both negligible here);
+    ``beta1 = 0`` is Adam without momentum."""
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(7, dtype=torch.float64, generator=g)
+    grads = [torch.randn(7, dtype=torch.float64, generator=g) for _ in range(5)]
+    update = InnerUpdate(optimizer="adam", lr=0.03, beta1=beta1)
+    state = update.init_state({"mu": p0}, ["mu"])
+    ours = p0.clone()
+    ref = p0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=0.03, betas=(beta1, 0.999), eps=0.0)
+    for t, grad in enumerate(grads, start=1):
+        ours = update.step("mu", ours, grad, state, t)
+        ref.grad = grad.clone()
+        opt.step()
+    torch.testing.assert_close(ours, ref.detach(), rtol=1e-12, atol=1e-12)
+    if beta1 == 0.0:  # no momentum: the last step is lr * g_t / sqrt(v_hat_t)
+        m, v = state["mu"]
+        torch.testing.assert_close(m, grads[-1])
+    with pytest.raises(ValueError, match="inner_beta1.*1.0"):
+        InnerUpdate(beta1=1.0)
 
 
 def test_guide_bad_input():

@@ -97,6 +97,21 @@ def test_graph_adapt_equals_functional(dtype, tol, weight_posterior, batch_size,
     assert post.weight_posterior == weight_posterior
 
 
+def test_graph_adapt_equals_functional_without_momentum():
+    """``inner_beta1=0`` (Adam without momentum) on both paths: the static loop's bias
+    corrections follow the guide's beta1."""
+    model = _model(Concrete(), torch.float64)
+    x, y = _data(torch.float64, n=8)
+    kw = dict(inner_steps=4, inner_lr=0.05, batch_size=5, inner_beta1=0.0)
+    _, ref, ref_losses = _adapt(model, "functional", x, y, seed=5, **kw)
+    guide, post, losses = _adapt(model, "graph", x, y, seed=5, **kw)
+    assert guide.update.beta1 == 0.0 and len(guide._static_loops) == 1
+    _assert_losses_equal(losses, ref_losses, 1e-10)
+    _assert_params_equal(post.params, ref.params, 1e-10)
+    _, momentum, _ = _adapt(model, "functional", x, y, seed=5, **{**kw, "inner_beta1": 0.9})
+    assert not torch.equal(momentum.params["mu"], ref.params["mu"])
+
+
 @pytest.mark.parametrize("batch_size", [None, 4])
 def test_graph_adapt_equals_functional_straight_through(batch_size):
     model = _model(StraightThrough(), torch.float64)

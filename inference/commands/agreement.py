@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 STARTS = ("initial", "final")  # pyro_base.inference.run.agreement.STARTS, INNER_KEYS
-INNER_KEYS = ("inner_steps", "inner_lr", "arch_lr", "inner_optimizer", "arch_optimizer",
-              "inner_batch", "weight_posterior")
+INNER_KEYS = ("inner_steps", "inner_lr", "arch_lr", "inner_optimizer", "inner_beta1",
+              "arch_optimizer", "inner_batch", "weight_posterior")
 
 
 def _setting(text: str) -> tuple[str, Any]:

@@ -43,8 +43,8 @@ from pyro_base.tasks.base import Task, TaskDistribution
 
 STARTS = ("initial", "final")
 OUT = "agreement"
-INNER_KEYS = ("inner_steps", "inner_lr", "arch_lr", "inner_optimizer", "arch_optimizer",
-              "inner_batch", "weight_posterior")
+INNER_KEYS = ("inner_steps", "inner_lr", "arch_lr", "inner_optimizer", "inner_beta1",
+              "arch_optimizer", "inner_batch", "weight_posterior")
 
 
 def train_tasks(source: TaskDistribution, n: int, *, seed: int = 0) -> list[Task]:

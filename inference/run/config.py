@@ -21,7 +21,7 @@ from typing import Any
 
 from pyro_base import defaults
 from pyro_base.cli import TASK_SOURCES
-from pyro_base.config import Config, ConfigError, option, read_settings
+from pyro_base.config import Config, ConfigError, check_float, option, read_settings
 
 __all__ = ["TASK_SOURCES", "ConfigError", "MetaConfig"]
 
@@ -63,7 +63,7 @@ _AT_MOST = {"collective_timeout": 7 * 86400, "seed": 2**32 - 1}
 # settings added after run directories were first written, with the value a run whose
 # config.yaml lacks the key was trained with (not today's default)
 RUN_FILE_DEFAULTS = {"arch_update": "reptile", "weight_scale": 1.0, "weight_update": "reptile",
-                     "adapt_sharpness": 1.0, "arch_refit_tasks": 0}
+                     "adapt_sharpness": 1.0, "arch_refit_tasks": 0, "inner_beta1": 0.9}
 
 
 def parse_mixture_entry(entry: str) -> tuple[str, float, str | None]:
@@ -162,6 +162,9 @@ class MetaConfig(Config):
         "inner step size (architecture logits); null: inner_lr (adam) or 10 x inner_lr (sgd)",
     )
     inner_optimizer: str = option("adam", "inner optimizer", choices=("adam", "sgd"))
+    inner_beta1: float = option(
+        0.9, "Adam's first-moment decay in the inner loop, in [0, 1); 0: no momentum (the "
+        "Reptile paper's inner Adam)")
     arch_optimizer: str | None = option(
         defaults.ARCH_OPTIMIZER,
         "inner optimizer of the architecture logits (null: inner_optimizer); a restarted "
@@ -304,6 +307,7 @@ class MetaConfig(Config):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} must be >= 1 or null, got {v!r}")
+        check_float("inner_beta1", self.inner_beta1, low=0.0, high=1.0)
         if not 0 <= self.meta_lr_final <= 1:
             raise ConfigError(f"meta_lr_final must be in [0, 1], got {self.meta_lr_final!r}")
         if not (math.isfinite(self.arch_decay) and self.arch_decay >= 0):

@@ -121,6 +121,7 @@ def build_guide(cfg: MetaConfig, model: BASEModel) -> OptimizationEmbeddingGuide
                                       arch_optimizer=cfg.arch_optimizer, arch_lr=cfg.arch_lr,
                                       weight_posterior=cfg.weight_posterior,
                                       inner_optimizer=cfg.inner_optimizer,
+                                      inner_beta1=cfg.inner_beta1,
                                       batch_size=cfg.inner_batch, elbo_impl=cfg.elbo_impl)
 
 

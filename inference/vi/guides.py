@@ -44,7 +44,7 @@ from pyro_base.inference.vi.elbo import FunctionalELBO, PyroELBO, check_supporte
 from pyro_base.inference.vi.posterior_q import AdaptedPosterior
 from pyro_base.inference.vi.posterior_q import autoguide_from_W as autoguide_from_W
 from pyro_base.inference.vi.static_loop import StaticInnerLoop, check_dense_ok
-from pyro_base.inference.vi.update import InnerUpdate
+from pyro_base.inference.vi.update import ADAM_BETAS, InnerUpdate
 from pyro_base.models.base_model import BASEModel
 from pyro_base.models.relaxations import check_temperature
 
@@ -70,6 +70,8 @@ class OptimizationEmbeddingGuide:
     :param scale_lr: step size for ``log sigma`` of q(theta) (default ``inner_lr``).
     :param weight_posterior: ``"gaussian"`` or ``"delta"`` (point mass at the location).
     :param inner_optimizer: ``"adam"`` (functional, differentiable) or ``"sgd"``.
+    :param inner_beta1: Adam's first-moment decay in the inner loop (0.9; ``0``: no momentum,
+        the Reptile paper's inner Adam).
     :param batch_size: support minibatch per step (``None``: the whole support set).
     :param elbo_impl: ``"pyro"`` (default): :class:`~pyro.infer.TraceMeanField_ELBO`;
         ``"functional"``: the same loss written with plain tensor operations
@@ -98,6 +100,7 @@ class OptimizationEmbeddingGuide:
                  arch_lr: float | None = defaults.ARCH_LR,
                  scale_lr: float | None = None,
                  weight_posterior: str = "gaussian", inner_optimizer: str = "adam",
+                 inner_beta1: float = ADAM_BETAS[0],
                  batch_size: int | None = defaults.INNER_BATCH, elbo_impl: str = "pyro",
                  validate_every_step: bool = False,
                  elbo: PyroELBO | FunctionalELBO | None = None) -> None:
@@ -108,7 +111,8 @@ class OptimizationEmbeddingGuide:
                              f"{weight_posterior!r}")
         self.update = InnerUpdate(optimizer=inner_optimizer, lr=inner_lr,
                                   arch_optimizer=arch_optimizer, arch_lr=arch_lr,
-                                  scale_lr=scale_lr, weight_posterior=weight_posterior)
+                                  scale_lr=scale_lr, weight_posterior=weight_posterior,
+                                  beta1=inner_beta1)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if elbo_impl not in ELBO_IMPLS:
@@ -130,6 +134,7 @@ class OptimizationEmbeddingGuide:
         self.scale_lr = self.update.step_size("log_sigma")
         self.weight_posterior = weight_posterior
         self.inner_optimizer = inner_optimizer
+        self.inner_beta1 = inner_beta1
         self.arch_optimizer = self.update.rule("alpha")
         self.batch_size = batch_size
         self.validate_every_step = validate_every_step
@@ -260,7 +265,7 @@ class OptimizationEmbeddingGuide:
         batch = size if self.batch_size is None else min(self.batch_size, size)
         key = (tuple(x_shape), size, batch, tasks, str(device), dtype, randomness,
                self.inner_lr, self.arch_lr, self.scale_lr, self.inner_optimizer,
-               self.arch_optimizer, self.weight_posterior, self.model.beta)
+               self.arch_optimizer, self.inner_beta1, self.weight_posterior, self.model.beta)
         if key not in self._static_loops:
             self._static_loops[key] = StaticInnerLoop(
                 self, x_shape=tuple(x_shape), size=size, batch=batch, tasks=tasks,

@@ -238,7 +238,7 @@ class StaticInnerLoop:
                 buf.zero_()
             self.ok.fill_(True)
         losses, failed = [], torch.zeros_like(self.ok)
-        b1, b2 = ADAM_BETAS
+        b1, b2 = self.guide.update.beta1, ADAM_BETAS[1]
         for t in range(1, steps + 1):
             self._load_batch(x, y)
             self.bc1.fill_(1 - b1**t)

@@ -5,7 +5,8 @@ the architecture logits) a step size, and a rule (``optimizer`` for the weights,
 ``arch_optimizer`` for the logits):
 
 * ``sgd``: ``p <- p - lr * g``;
-* ``adam`` (restarted for every task, bias-corrected)::
+* ``adam`` (restarted for every task, bias-corrected; ``b1 = beta1``, 0.9 by default, and
+  ``b2 = 0.999``)::
 
       m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
       p <- p - lr * (m / (1 - b1^t)) / sqrt(v / (1 - b2^t) + eps^2)
@@ -59,6 +60,8 @@ class InnerUpdate:
         ``10 * lr`` for SGD).
     :param scale_lr: step size of ``log_sigma`` (``None``: ``lr``).
     :param weight_posterior: ``"delta"`` keeps ``log_sigma`` fixed (a point estimate of theta).
+    :param beta1: Adam's first-moment decay, in ``[0, 1)``; ``0`` is Adam without momentum,
+        as in the Reptile paper's inner loop (each step ``lr * g / sqrt(v_hat)``).
     """
 
     optimizer: str = "adam"
@@ -67,6 +70,7 @@ class InnerUpdate:
     arch_lr: float | None = defaults.ARCH_LR
     scale_lr: float | None = None
     weight_posterior: str = "gaussian"
+    beta1: float = ADAM_BETAS[0]
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -80,6 +84,9 @@ class InnerUpdate:
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 label = "inner_lr" if name == "lr" else name
                 raise ValueError(f"{label} must be a finite number > 0, got {v!r}")
+        b1 = self.beta1
+        if not (isinstance(b1, int | float) and not isinstance(b1, bool) and 0 <= b1 < 1):
+            raise ValueError(f"inner_beta1 must be a number in [0, 1), got {b1!r}")
 
     def rule(self, name: str) -> str:
         """``"adam"`` or ``"sgd"``: the rule of parameter group ``name``."""
@@ -113,7 +120,7 @@ class InnerUpdate:
         lr = self.step_size(name)
         if self.rule(name) == "sgd":
             return p - lr * g
-        b1, b2 = ADAM_BETAS
+        b1, b2 = self.beta1, ADAM_BETAS[1]
         m, v = state[name]
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
@@ -127,7 +134,7 @@ class InnerUpdate:
         lr = self.step_size(name)
         if self.rule(name) == "sgd":
             return p - lr * g
-        b1, b2 = ADAM_BETAS
+        b1, b2 = self.beta1, ADAM_BETAS[1]
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         return adam_update(p, lr, m, v, bc1, bc2)
