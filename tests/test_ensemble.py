@@ -226,3 +226,31 @@ def test_the_ensemble_quick_look_in_two_processes_gives_one_processs_rows(prior,
     ops = {w: load_posterior(out[w] / "posterior.nc").constant_data["op_probs"].values
            for w in out}
     np.testing.assert_array_equal(ops[1], ops[2])
+
+
+def test_the_select_arms_chosen_start_serves_the_ensemble_member_of_that_start(prior,
+                                                                               monkeypatch):
+    """With ``untrained select ensemble`` the start the select arm chooses is also an ensemble
+    member: it is adapted once (the same seeds either way), and both arms read as when each is
+    evaluated alone."""
+    from pyro_base.inference.evaluate import paired
+
+    steps = (0, 2)
+    kw = dict(tasks_per_family=1, steps=steps, n_boot=50, ensemble_from=("all", "architecture"),
+              select_from=("all", "architecture"))
+    alone = {arm: evaluate_run(prior, arms=("untrained", arm), **kw)
+             for arm in ("select", "ensemble")}
+    calls = []
+    adapt_arm = paired._adapt_arm
+    monkeypatch.setattr(paired, "_adapt_arm",
+                        lambda *a, **k: calls.append(k.get("keep_probs")) or adapt_arm(*a, **k))
+    both = evaluate_run(prior, arms=("untrained", "select", "ensemble"), **kw)
+    # per task: the untrained arm, the chosen start (kept for the ensemble), the other member
+    assert len(calls) == 3 * len(both.tasks) and calls.count(True) == 2 * len(both.tasks)
+    for r, s, e in zip(both.tasks, alone["select"].tasks, alone["ensemble"].tasks, strict=True):
+        chosen = paired.chosen_arms(r["selection"], steps)[steps[0]]
+        assert chosen in r["ensemble"] == e["ensemble"]
+        for key in ("accuracy", "top_op"):
+            assert r[key]["select"] == s[key]["select"]
+            assert r[key]["ensemble"] == e[key]["ensemble"]
+            assert r[key]["untrained"] == s[key]["untrained"]

@@ -358,8 +358,13 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
                 got = {key: known[key][arm] for key in keys}
             elif have(SELECT) and same_choice:  # its own adaptation, made before
                 got = {key: known[key][SELECT] for key in keys}
-            else:
-                got = run(candidates[arm])
+            else:  # an ensemble member from the same start: one adaptation serves both
+                keep = new_ensemble and arm in members and _same_state(candidates[arm],
+                                                                       ensemble[arm])
+                got = run(candidates[arm], keep_probs=keep)
+                if keep:
+                    member_runs[arm] = got
+                got = dict(got)  # the select arm's seconds below are not the member's
                 seconds += got["adapt_seconds"]  # the choice and the chosen start's steps
         got["adapt_seconds"] = seconds
         for key in keys:
@@ -377,6 +382,10 @@ def _evaluate_task(model: Any, guide: Any, states: dict[str, dict[str, torch.Ten
     record["matches_preference"] = (None if preferred is None or "meta" not in states else
                                     record["top_op"]["meta"].get("normal") in preferred)
     return record
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def chosen_arms(selection: dict[str, Any], steps: Sequence[int]) -> dict[int, str]:
