@@ -38,10 +38,11 @@ count in ``steps`` (``0``: no adaptation). The arms:
 * ``ensemble`` (asked for by name): the default of ``pyro-base adapt``, the equally weighted
   mixture of the posteriors of the starts ``ensemble_from`` (named as ``select_from``'s;
   default ``all``, ``architecture`` and ``none``), each adapted on the whole support set with
-  the seeds of its own arm (an evaluated arm's adaptation serves as its member); its accuracy
-  after ``k`` steps is that of the members' averaged posterior predictive, its top ops those
-  of their averaged op probabilities (:mod:`~pyro_base.inference.run.ensemble`). One
-  adaptation per member that is not an evaluated arm.
+  the seeds of its own arm (an evaluated arm's adaptation serves as its member, and so does
+  the start the select arm chose once and adapted); its accuracy after ``k`` steps is that
+  of the members' averaged posterior predictive, its top ops those of their averaged op
+  probabilities (:mod:`~pyro_base.inference.run.ensemble`). One adaptation per member that
+  is not adapted already.
 
 The arms are paired: for one task every arm sees the same support and query sets, the same
 inner-loop seed and the same predictive seed, so per-task differences cancel the task and the
