@@ -15,7 +15,9 @@ without momentum too. ``evaluation_beta1_0_adapt09_seedS.json``: the candidate's
 with ``inner_beta1: 0.9`` written into the copy's ``config.yaml`` and evaluated the same way,
 so the meta-prior meta-trained without momentum adapts with the default inner loop, and its
 untrained arm is the default run's (the same ``W_0``, loop and seeds; the script counts the
-tasks whose curves are equal to the last bit).
+tasks whose curves are equal to the last bit). ``evaluation_default_adapt0_seedS.json``: the
+other way round, the default run copied with ``inner_beta1: 0``, so the default meta-prior
+adapts without momentum (its untrained arm is the candidate's).
 
 Per run, family and step count, mean [95% bootstrap interval over the 8 tasks] of the
 ensemble's gain over its own untrained start; pooled over the three runs with the library's
@@ -35,7 +37,7 @@ from pyro_base.inference.evaluate.summary import bootstrap_interval
 
 HERE = Path(__file__).parent
 FAMILIES = ["motif", "dilated_motif", "relation", "cooccurrence", "colour"]
-CONFIGS = ("default", "beta1_0", "beta1_0_adapt09")
+CONFIGS = ("default", "beta1_0", "beta1_0_adapt09", "default_adapt0")
 SEEDS = (0, 1, 2)
 BUDGET, GOAL = 20, 0.10
 
@@ -79,10 +81,11 @@ def main() -> None:
                 [(t["family"], t["task_index"]) for t in b["tasks"]]
             assert a["settings"]["seed"] == b["settings"]["seed"]
             assert b["settings"]["steps"] == steps
-        same = sum(t["accuracy"]["untrained"] == u["accuracy"]["untrained"] for t, u in
-                   zip(a["tasks"], data["beta1_0_adapt09", s]["tasks"], strict=True))
-        print(f"seed {s}: untrained arm of beta1_0_adapt09 equal to the default's on {same} of "
-              f"{len(a['tasks'])} tasks")
+        for c, ref in (("beta1_0_adapt09", "default"), ("default_adapt0", "beta1_0")):
+            same = sum(t["accuracy"]["untrained"] == u["accuracy"]["untrained"] for t, u in
+                       zip(data[ref, s]["tasks"], data[c, s]["tasks"], strict=True))
+            print(f"seed {s}: untrained arm of {c} equal to {ref}'s on {same} of "
+                  f"{len(a['tasks'])} tasks")
     table = ["| run | motif | dilated motif | relation | co-occurrence | colour | "
              "significantly below the untrained start | families at +0.10; both parts |",
              "|---|---|---|---|---|---|---|---|"]
